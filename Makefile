@@ -1,0 +1,37 @@
+# Two commands: `make run` (install, migrate, demo data, web server + worker) and `make test`.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint format
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PYTHON) manage.py migrate --noinput
+	$(PYTHON) manage.py demo
+	$(PYTHON) manage.py sync --org demo
+	@echo ""
+	@echo "Resync is starting on http://127.0.0.1:8000/  (admin: http://127.0.0.1:8000/admin/)"
+	@echo "Log in as demo / resync-demo. Ctrl-C stops the web server and the worker."
+	@echo ""
+	@trap 'kill 0' INT TERM; \
+	$(PYTHON) manage.py qcluster & \
+	$(PYTHON) manage.py runserver 127.0.0.1:8000 --noreload & \
+	wait
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .

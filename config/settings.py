@@ -1,0 +1,149 @@
+"""Resync settings: one file, driven by the environment.
+
+With nothing set, Resync runs on the embedded default a newcomer needs: SQLite in WAL mode, django-q2's ORM
+broker on the same database, and a local encryption key file under var/ (ignored by git).
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env.str("SECRET_KEY", default="resync-insecure-development-key-change-me-in-production")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_q",
+    "accounts",
+    "integrations",
+    "mappings",
+    "syncs",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server read while a worker writes; IMMEDIATE transactions avoid the
+    # "database is locked" upgrade deadlock between two writers (django-q2 issue #144).
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not :memory:, so that a qcluster process started by a test sees the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+else:
+    # Persistent connections: without them the ORM broker manages ~26 tasks/s instead of ~300.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+
+# Credentials are encrypted with MultiFernet: the first key encrypts, every key decrypts, so keys rotate by
+# prepending a new one. Without RESYNC_ENCRYPTION_KEYS a local key file is generated (development only).
+RESYNC_ENCRYPTION_KEYS = env.list("RESYNC_ENCRYPTION_KEYS", default=[])
+RESYNC_ENCRYPTION_KEY_FILE = VAR_DIR / "encryption.key"
+
+# Delays of the in-request retry of ephemeral HTTP failures (seed 000: 2 s, 4 s, 8 s, then give up).
+RESYNC_HTTP_RETRY_DELAYS = [2, 4, 8]
+RESYNC_HTTP_TIMEOUT = env.float("RESYNC_HTTP_TIMEOUT", default=15.0)
+# A run or batch whose heartbeat is older than this is taken to belong to a dead worker.
+RESYNC_HEARTBEAT_STALE_SECONDS = env.int("RESYNC_HEARTBEAT_STALE_SECONDS", default=120)
+RESYNC_PAGE_SIZE = env.int("RESYNC_PAGE_SIZE", default=100)
+
+Q_CLUSTER = {
+    "name": "resync",
+    "orm": "default",
+    "workers": env.int("RESYNC_WORKERS", default=2),
+    # retry must exceed timeout, or a slow task is delivered a second time while the first still runs.
+    "timeout": 600,
+    "retry": 660,
+    # The database holds the truth about attempts; django-q2's own limit has had bugs (#298, #303).
+    "max_attempts": 1,
+    "catch_up": False,
+    "poll": 0.5,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "label": "Workers",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "syncs.events.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "json": {"class": "logging.StreamHandler", "formatter": "json"},
+        "plain": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "loggers": {
+        "resync": {"handlers": ["json"], "level": env.str("RESYNC_LOG_LEVEL", default="INFO"), "propagate": False},
+        "django_q": {"handlers": ["plain"], "level": "WARNING", "propagate": False},
+    },
+}

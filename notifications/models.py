@@ -1,0 +1,1 @@
+"""Channels, alert rules, alerts and deliveries arrive with the notifications issue."""

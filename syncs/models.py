@@ -1,0 +1,239 @@
+"""The record of what happened: runs, their batches, every record error, and the source ↔ target links."""
+
+import uuid
+
+from django.db import models
+
+from accounts.tenancy import TenantModel
+from integrations.errors import Durability, ErrorCategory
+
+
+class Trigger(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "Manual"
+    WEBHOOK = "webhook", "Webhook"
+    RETRY = "retry", "Retry"
+    REPLAY = "replay", "Replay"
+    TEST = "test", "Test"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    PARTIALLY_FAILED = "partially_failed", "Partially failed"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+    RECOVERED = "recovered", "Recovered"
+
+
+FINISHED_RUN_STATUSES = {
+    RunStatus.SUCCEEDED,
+    RunStatus.PARTIALLY_FAILED,
+    RunStatus.FAILED,
+    RunStatus.CANCELED,
+    RunStatus.RECOVERED,
+}
+
+COUNT_FIELDS = ("read", "created", "updated", "unchanged", "skipped", "ignored", "warned", "failed")
+
+
+class SyncRun(TenantModel):
+    """One sync event of a mapping: its trigger, lifecycle, counts and place in a retry chain."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    mapping = models.ForeignKey("mappings.Mapping", on_delete=models.CASCADE, related_name="runs")
+    trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.MANUAL)
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    is_test = models.BooleanField(default=False)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    root = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="descendants")
+    cursor_from = models.DateTimeField(null=True, blank=True)
+    cursor_to = models.DateTimeField(null=True, blank=True)
+    read = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    ignored = models.PositiveIntegerField(default=0)
+    warned = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    system_error = models.TextField(blank=True, default="")
+    options = models.JSONField(default=dict, blank=True)
+    claims = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker started this run.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-queued_at"], name="run_org_recent_idx"),
+            models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat_idx"),
+        ]
+
+    def __str__(self):
+        return f"Run {self.pk} of {self.mapping} ({self.status})"
+
+    @property
+    def is_finished(self):
+        return self.status in FINISHED_RUN_STATUSES
+
+    def counts(self):
+        return {name: getattr(self, name) for name in COUNT_FIELDS}
+
+
+class BatchStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    PARTIALLY_FAILED = "partially_failed", "Partially failed"
+    FAILED = "failed", "Failed"
+
+
+class SyncBatch(TenantModel):
+    """One page of a run. Its page token is kept so a failed batch can be fetched again."""
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="batches")
+    sequence = models.PositiveIntegerField()
+    direction = models.CharField(max_length=10, default="forward")
+    page_token = models.CharField(max_length=500, blank=True, default="")
+    status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.PENDING)
+    record_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "direction", "sequence"], name="batch_unique_sequence"),
+        ]
+
+    def __str__(self):
+        return f"Batch {self.sequence} of run {self.run_id}"
+
+
+class ErrorLevel(models.TextChoices):
+    SYSTEM = "system", "System"
+    BATCH = "batch", "Batch"
+    RECORD = "record", "Record"
+    WARNING = "warning", "Warning"
+    IGNORED = "ignored", "Ignored"
+
+
+class ErrorStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    RETRY_SCHEDULED = "retry_scheduled", "Retry scheduled"
+    RETRYING = "retrying", "Retrying"
+    IN_REVIEW = "in_review", "In review"
+    RESOLVED = "resolved", "Resolved"
+    IGNORED = "ignored", "Ignored"
+
+
+UNRESOLVED_ERROR_STATUSES = (ErrorStatus.OPEN, ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING, ErrorStatus.IN_REVIEW)
+
+
+class Resolution(models.TextChoices):
+    AUTO_RETRY = "auto_retry", "Automatic retry"
+    REPLAY = "replay", "Replay"
+    MANUAL_RETRY = "manual_retry", "Manual retry"
+    BULK_RETRY = "bulk_retry", "Bulk retry"
+    FIXED = "fixed", "Fixed"
+    IGNORED = "ignored", "Ignored"
+    SUCCEEDED_WITH_WARNING = "succeeded_with_warning", "Succeeded with a warning"
+
+
+class RecordError(TenantModel):
+    """One failing, warned or ignored record of a run (or the run's system error, or a batch's error).
+
+    `snapshot_before` is the source record as read, `snapshot_after` the payload after transforms; both are
+    empty when the mapping's logging level is none. `detail` is technical and already scrubbed of secrets.
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="record_errors")
+    batch = models.ForeignKey(SyncBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="errors")
+    mapping = models.ForeignKey("mappings.Mapping", on_delete=models.CASCADE, related_name="record_errors")
+    level = models.CharField(max_length=10, choices=ErrorLevel.choices, default=ErrorLevel.RECORD)
+    category = models.CharField(max_length=20, choices=ErrorCategory.choices)
+    error_code = models.CharField(max_length=100, blank=True, default="")
+    field = models.CharField(max_length=100, blank=True, default="")
+    message = models.TextField()
+    detail = models.TextField(blank=True, default="")
+    retryable = models.BooleanField(default=False)
+    durability = models.CharField(max_length=10, choices=Durability.choices, default=Durability.DURABLE)
+    direction = models.CharField(max_length=10, default="forward")
+    source_record_id = models.CharField(max_length=255, blank=True, default="")
+    target_record_id = models.CharField(max_length=255, blank=True, default="")
+    snapshot_before = models.JSONField(null=True, blank=True)
+    snapshot_after = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=ErrorStatus.choices, default=ErrorStatus.OPEN)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    retry_after_until = models.DateTimeField(
+        null=True, blank=True, help_text="The target asked not to be called again before this time."
+    )
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=30, choices=Resolution.choices, blank=True, default="")
+    fingerprint = models.CharField(max_length=40, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "status", "-created_at"], name="error_org_status_idx"),
+            models.Index(fields=["status", "next_retry_at"], name="error_due_retry_idx"),
+            models.Index(fields=["mapping", "source_record_id"], name="error_mapping_record_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_level_display()} {self.category} on {self.source_record_id or 'run'}"
+
+    @property
+    def is_resolved(self):
+        return self.status in (ErrorStatus.RESOLVED, ErrorStatus.IGNORED)
+
+
+class LinkStatus(models.TextChoices):
+    SYNCED = "synced", "Synced"
+    FAILED = "failed", "Failed"
+    PENDING = "pending", "Pending retry"
+    SKIPPED = "skipped", "Skipped"
+    IGNORED = "ignored", "Ignored"
+
+
+class RecordLink(TenantModel):
+    """A source record and its counterpart in the mapping's target: what makes every write idempotent.
+
+    The hashes are of the mapped fields as last written or seen on each side; a side whose hash still matches
+    has not changed since, which is how two-way syncs recognise (and drop) their own echo.
+    """
+
+    mapping = models.ForeignKey("mappings.Mapping", on_delete=models.CASCADE, related_name="links")
+    source_record_id = models.CharField(max_length=255)
+    target_record_id = models.CharField(max_length=255, blank=True, default="")
+    source_hash = models.CharField(max_length=64, blank=True, default="")
+    target_hash = models.CharField(max_length=64, blank=True, default="")
+    status = models.CharField(max_length=10, choices=LinkStatus.choices, default=LinkStatus.PENDING)
+    last_error = models.ForeignKey(
+        RecordError, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["mapping", "source_record_id"], name="link_unique_source_record"),
+        ]
+        indexes = [
+            models.Index(fields=["mapping", "target_record_id"], name="link_target_idx"),
+            models.Index(fields=["organization", "status"], name="link_org_status_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.source_record_id} → {self.target_record_id or '?'} ({self.status})"
