@@ -99,8 +99,12 @@ class SyncBatch(TenantModel):
     sequence = models.PositiveIntegerField()
     direction = models.CharField(max_length=10, default="forward")
     page_token = models.CharField(max_length=500, blank=True, default="")
+    next_page_token = models.CharField(max_length=500, blank=True, default="")
     status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.PENDING)
     record_count = models.PositiveIntegerField(default=0)
+    # This batch's share of the run's counts: a run resumed after a killed worker re-adds them exactly.
+    counts = models.JSONField(default=dict, blank=True)
+    max_modified_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -145,6 +149,7 @@ class Resolution(models.TextChoices):
     FIXED = "fixed", "Fixed"
     IGNORED = "ignored", "Ignored"
     SUCCEEDED_WITH_WARNING = "succeeded_with_warning", "Succeeded with a warning"
+    SUPERSEDED = "superseded", "Failed again in a later run"
 
 
 class RecordError(TenantModel):

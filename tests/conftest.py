@@ -46,3 +46,48 @@ def charlie(other_org):
     user = get_user_model().objects.create_user("charlie", "charlie@example.org", "charlie-password")
     Membership.objects.create(user=user, organization=other_org, role=Role.OWNER)
     return user
+
+
+@pytest.fixture
+def make_connection(org):
+    """A sandbox connection of `org` (or another organization) with an API key and optional faults."""
+    from integrations.models import Connection
+
+    def make(name="Shop", *, organization=None, faults=None, api_key="sk_test_canary_4f9a", **config):
+        if faults is not None:
+            config["faults"] = faults
+        connection = Connection(organization=organization or org, name=name, provider="sandbox", config=config)
+        connection.credentials = {"api_key": api_key}
+        connection.save()
+        return connection
+
+    return make
+
+
+CONTACT_FIELDS = ("email", "first_name", "last_name", "phone")
+
+
+@pytest.fixture
+def make_mapping(org, make_connection):
+    """A contacts → contacts mapping between two new sandbox connections, matched on email."""
+    from mappings.models import FieldMapping, Mapping
+
+    def make(*, source=None, target=None, fields=CONTACT_FIELDS, transforms=None, organization=None, **options):
+        organization = organization or org
+        source = source or make_connection(f"Source {Mapping.objects.count()}", organization=organization)
+        target = target or make_connection(f"Target {Mapping.objects.count()}", organization=organization)
+        options.setdefault("match_keys", [{"source": "email", "target": "email"}])
+        mapping = Mapping.objects.create(
+            organization=organization, name=f"Contacts {Mapping.objects.count()}",
+            source_connection=source, source_object="contacts", target_connection=target, target_object="contacts",
+            **options,
+        )
+        transforms = transforms or {}
+        for position, field in enumerate(fields):
+            FieldMapping.objects.create(
+                organization=organization, mapping=mapping, source_field=field, target_field=field,
+                transforms=transforms.get(field, [{"name": "trim"}]), position=position,
+            )
+        return mapping
+
+    return make

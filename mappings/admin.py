@@ -1,0 +1,187 @@
+from django import forms
+from django.contrib import admin, messages
+from django.utils.translation import ngettext
+
+from mappings.models import FieldMapping, Mapping
+from mappings.transforms import validate_transforms
+from syncs.models import Trigger
+from syncs.services import sync_run_queue
+
+
+# No Meta: the admin builds these forms' fields from its fieldsets and inlines.
+class MappingAdminForm(forms.ModelForm):
+    def clean(self):
+        cleaned = super().clean()
+        # Staff can pick any connection in the admin; a mapping that crosses organizations would leak data.
+        organization = cleaned.get("organization") or getattr(self.instance, "organization", None)
+        if organization is not None:
+            for name in ("source_connection", "target_connection"):
+                connection = cleaned.get(name)
+                if connection is not None and connection.organization_id != organization.pk:
+                    self.add_error(name, f"“{connection}” belongs to another organization.")
+        return cleaned
+
+
+class FieldMappingForm(forms.ModelForm):
+    # A typo in a transform name would otherwise surface only as a mapping error on every record of a run.
+    def clean_transforms(self):
+        specs = self.cleaned_data.get("transforms") or []
+        validate_transforms(specs)
+        return specs
+
+    def clean_reverse_transforms(self):
+        specs = self.cleaned_data.get("reverse_transforms") or []
+        validate_transforms(specs)
+        return specs
+
+
+class FieldMappingInline(admin.TabularInline):
+    model = FieldMapping
+    form = FieldMappingForm
+    extra = 0
+    fields = [
+        "position",
+        "source_field",
+        "target_field",
+        "transforms",
+        "reverse_transforms",
+        "required",
+        "default_value",
+        "skip_invalid",
+    ]
+
+
+@admin.register(Mapping)
+class MappingAdmin(admin.ModelAdmin):
+    form = MappingAdminForm
+    list_display = [
+        "name",
+        "organization",
+        "source",
+        "target",
+        "direction",
+        "write_mode",
+        "error_strategy",
+        "schedule",
+        "is_active",
+        "last_successful_sync_at",
+    ]
+    list_filter = [
+        "organization",
+        "is_active",
+        "direction",
+        "write_mode",
+        "error_strategy",
+        "logging_level",
+        "auto_fix",
+        "schedule_type",
+    ]
+    search_fields = ["name", "source_object", "target_object", "source_connection__name", "target_connection__name"]
+    list_select_related = ["organization", "source_connection", "target_connection"]
+    autocomplete_fields = ["organization", "source_connection", "target_connection"]
+    readonly_fields = [
+        "code",
+        "source_cursor",
+        "target_cursor",
+        "last_successful_sync_at",
+        "created_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["organization", "name", "code", "is_active", "paused_reason"]}),
+        (
+            "What to sync",
+            {
+                "fields": [
+                    ("source_connection", "source_object"),
+                    ("target_connection", "target_object"),
+                    "direction",
+                    "match_keys",
+                    "write_mode",
+                    "create_if_missing",
+                    "conflict_policy",
+                    "filters",
+                ]
+            },
+        ),
+        (
+            "When things go wrong",
+            {
+                "fields": [
+                    "error_strategy",
+                    "retry_schedule",
+                    "max_retries",
+                    ("automated_replay", "replay_attempts"),
+                    "auto_fix",
+                    "default_phone_country",
+                    "logging_level",
+                ]
+            },
+        ),
+        ("Schedule", {"fields": ["schedule_type", "schedule_interval_minutes", "schedule_cron"]}),
+        (
+            "State",
+            {"fields": ["source_cursor", "target_cursor", "last_successful_sync_at", "created_at", "updated_at"]},
+        ),
+    ]
+    inlines = [FieldMappingInline]
+    actions = ["run_now"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Moving a mapping to another organization would strand its runs, errors and links in the old one.
+        if obj is not None:
+            return [*self.readonly_fields, "organization"]
+        return self.readonly_fields
+
+    @admin.display(description="Source")
+    def source(self, obj):
+        return f"{obj.source_connection} · {obj.source_object}"
+
+    @admin.display(description="Target")
+    def target(self, obj):
+        return f"{obj.target_connection} · {obj.target_object}"
+
+    @admin.display(description="Schedule", ordering="schedule_type")
+    def schedule(self, obj):
+        if obj.schedule_type == "interval" and obj.schedule_interval_minutes:
+            return f"Every {obj.schedule_interval_minutes} min"
+        if obj.schedule_type == "cron" and obj.schedule_cron:
+            return obj.schedule_cron
+        return obj.get_schedule_type_display()
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not FieldMapping:
+            return super().save_formset(request, form, formset, change)
+        # The inline has no organization field: a field mapping always lives in its mapping's organization.
+        instances = formset.save(commit=False)
+        for instance in formset.deleted_objects:
+            instance.delete()
+        for instance in instances:
+            instance.organization_id = form.instance.organization_id
+            instance.save()
+        formset.save_m2m()
+
+    @admin.action(description="Run now")
+    def run_now(self, request, queryset):
+        mappings = queryset.select_related("organization")
+        runs = [sync_run_queue(mapping=mapping, trigger=Trigger.MANUAL) for mapping in mappings]
+        self.message_user(
+            request,
+            ngettext("%d run queued.", "%d runs queued.", len(runs)) % len(runs),
+            messages.SUCCESS,
+        )
+
+
+@admin.register(FieldMapping)
+class FieldMappingAdmin(admin.ModelAdmin):
+    form = FieldMappingForm
+    list_display = ["__str__", "mapping", "organization", "position", "required", "skip_invalid"]
+    list_filter = ["organization", "required", "skip_invalid"]
+    search_fields = ["source_field", "target_field", "mapping__name"]
+    list_select_related = ["mapping", "organization"]
+    raw_id_fields = ["mapping"]
+    readonly_fields = ["organization"]
+
+    def save_model(self, request, obj, form, change):
+        obj.organization_id = obj.mapping.organization_id
+        super().save_model(request, obj, form, change)

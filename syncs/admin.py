@@ -1,0 +1,221 @@
+"""Admin for the record of what happened. Runs, batches and errors are history: staff read them here, and
+change them only through the recovery services (retry, ignore), never by editing rows."""
+
+import json
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+
+from syncs.models import COUNT_FIELDS, RecordError, RecordLink, SyncBatch, SyncRun
+
+
+class ReadOnlyAdminMixin:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+def admin_link(model, pk, text=None):
+    if pk is None:
+        return None
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[pk])
+    return format_html('<a href="{}">{}</a>', url, text or f"#{pk}")
+
+
+def pretty_json(value):
+    if value is None:
+        return None
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+class SyncBatchInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = SyncBatch
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ["sequence", "direction", "status", "record_count", "attempts", "page_token", "error", "finished_at"]
+    readonly_fields = fields
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "mapping",
+        "organization",
+        "trigger",
+        "status",
+        "is_test",
+        *COUNT_FIELDS,
+        "queued_at",
+        "duration",
+    ]
+    list_filter = ["status", "trigger", "is_test", "organization"]
+    search_fields = ["=id", "code", "mapping__name", "system_error"]
+    list_select_related = ["mapping", "organization"]
+    date_hierarchy = "queued_at"
+    fieldsets = [
+        (None, {"fields": ["code", "organization", "mapping_link", "trigger", "status", "is_test", "options"]}),
+        ("Retry chain", {"fields": ["parent_link", "root_link", "children_links"]}),
+        ("Counts", {"fields": [tuple(COUNT_FIELDS), "record_errors_link"]}),
+        ("Cursors", {"fields": ["cursor_from", "cursor_to"]}),
+        ("Timing", {"fields": ["queued_at", "started_at", "finished_at", "duration", "heartbeat_at", "claims"]}),
+        ("System error", {"fields": ["system_error"]}),
+    ]
+    readonly_fields = ["mapping_link", "parent_link", "root_link", "children_links", "record_errors_link", "duration"]
+    inlines = [SyncBatchInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("mapping", "organization")
+
+    @admin.display(description="Mapping")
+    def mapping_link(self, obj):
+        return admin_link(type(obj.mapping), obj.mapping_id, obj.mapping.name)
+
+    @admin.display(description="Parent run")
+    def parent_link(self, obj):
+        return admin_link(SyncRun, obj.parent_id)
+
+    @admin.display(description="Root run")
+    def root_link(self, obj):
+        return admin_link(SyncRun, obj.root_id)
+
+    @admin.display(description="Child runs")
+    def children_links(self, obj):
+        pks = list(obj.children.values_list("pk", flat=True))
+        if not pks:
+            return None
+        change_url = "admin:syncs_syncrun_change"
+        return format_html_join(", ", '<a href="{}">#{}</a>', ((reverse(change_url, args=[pk]), pk) for pk in pks))
+
+    @admin.display(description="Record errors")
+    def record_errors_link(self, obj):
+        url = reverse("admin:syncs_recorderror_changelist") + f"?run__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} record errors</a>', url, obj.record_errors.count())
+
+    @admin.display(description="Duration")
+    def duration(self, obj):
+        if obj.started_at and obj.finished_at:
+            return obj.finished_at - obj.started_at
+        return None
+
+
+@admin.register(SyncBatch)
+class SyncBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["__str__", "run", "organization", "sequence", "direction", "status", "record_count", "attempts"]
+    list_filter = ["status", "direction", "organization"]
+    search_fields = ["=run__id", "page_token", "error"]
+    # The run's __str__ names its mapping.
+    list_select_related = ["run__mapping", "organization"]
+    raw_id_fields = ["run"]
+
+
+@admin.register(RecordError)
+class RecordErrorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "level",
+        "category",
+        "error_code",
+        "short_message",
+        "source_record_id",
+        "status",
+        "retryable",
+        "attempts",
+        "mapping",
+        "organization",
+        "run_link",
+    ]
+    list_filter = ["level", "category", "status", "retryable", "durability", "organization", "mapping"]
+    search_fields = ["message", "source_record_id", "error_code"]
+    list_select_related = ["mapping", "organization"]
+    date_hierarchy = "created_at"
+    fieldsets = [
+        (None, {"fields": ["code", "organization", "mapping", "run_link", "batch", "direction"]}),
+        (
+            "Error",
+            {"fields": ["level", "category", "error_code", "field", "message", "detail_pre", "fingerprint"]},
+        ),
+        ("Record", {"fields": ["source_record_id", "target_record_id", "before", "after"]}),
+        (
+            "Recovery",
+            {
+                "fields": [
+                    "status",
+                    "retryable",
+                    "durability",
+                    "attempts",
+                    "retry_after_until",
+                    "next_retry_at",
+                    "resolved_at",
+                    "resolution",
+                    "created_at",
+                    "updated_at",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = ["run_link", "detail_pre", "before", "after"]
+
+    @admin.display(description="Message")
+    def short_message(self, obj):
+        return Truncator(obj.message).chars(100)
+
+    @admin.display(description="Run", ordering="run")
+    def run_link(self, obj):
+        return admin_link(SyncRun, obj.run_id)
+
+    @admin.display(description="Technical detail")
+    def detail_pre(self, obj):
+        return format_html("<pre>{}</pre>", obj.detail) if obj.detail else None
+
+    @admin.display(description="Snapshot before transforms")
+    def before(self, obj):
+        return pretty_json(obj.snapshot_before)
+
+    @admin.display(description="Snapshot after transforms")
+    def after(self, obj):
+        return pretty_json(obj.snapshot_after)
+
+
+@admin.register(RecordLink)
+class RecordLinkAdmin(admin.ModelAdmin):
+    list_display = ["source_record_id", "target_record_id", "mapping", "organization", "status", "last_synced_at"]
+    list_filter = ["status", "organization", "mapping"]
+    search_fields = ["source_record_id", "target_record_id"]
+    list_select_related = ["mapping", "organization"]
+    date_hierarchy = "last_synced_at"
+    # A link is the engine's memory of a pair; staff may repair the target id or status, nothing else.
+    fields = [
+        "organization",
+        "mapping",
+        "source_record_id",
+        "target_record_id",
+        "status",
+        "last_error_link",
+        "source_hash",
+        "target_hash",
+        "last_synced_at",
+        "updated_at",
+    ]
+    readonly_fields = [
+        "organization",
+        "mapping",
+        "source_record_id",
+        "last_error_link",
+        "source_hash",
+        "target_hash",
+        "last_synced_at",
+        "updated_at",
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Last error")
+    def last_error_link(self, obj):
+        return admin_link(RecordError, obj.last_error_id)

@@ -1,0 +1,1058 @@
+"""The sync engine: one SyncRun through the lifecycle of ARCHITECTURE.md.
+
+claim (conditional update) → check both connections → read page by page into batches → per record: filters,
+transforms, validation, matching through RecordLink and the match keys, create / update / unchanged → write in
+bulk → classify each result and apply the mapping's error strategy → finish (counts, status, cursor).
+
+A two-way mapping runs a forward pass (source → target) and then a reverse pass (target → source). Each pass
+talks about its "near" side (read from) and "far" side (written to); RecordLink keeps the last hash of both
+sides, which is how unchanged records, echoes of Resync's own writes, and conflicts are recognised.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from integrations.connectors.base import SourceRecord, WriteAction, WriteOperation
+from integrations.crypto import CredentialsDecryptionError
+from integrations.errors import ConnectorError, ErrorCategory
+from integrations.models import ConnectionStatus
+from integrations.redaction import scrub, scrub_text
+from mappings.models import ConflictPolicy, Direction, ErrorStrategy, LoggingLevel, Mapping, WriteMode
+from mappings.transforms import TransformContext, TransformError, apply_transforms
+from mappings.validation import validate_payload
+from syncs.events import log_event
+from syncs.models import (
+    COUNT_FIELDS,
+    BatchStatus,
+    ErrorLevel,
+    ErrorStatus,
+    LinkStatus,
+    RecordError,
+    RecordLink,
+    Resolution,
+    RunStatus,
+    SyncBatch,
+    SyncRun,
+    Trigger,
+)
+
+FORWARD, REVERSE = "forward", "reverse"
+FINISHED_BATCH_STATUSES = (BatchStatus.SUCCEEDED, BatchStatus.PARTIALLY_FAILED, BatchStatus.FAILED)
+# Only runs that read everything since the cursor may move it; replays and webhook runs see a subset.
+CURSOR_TRIGGERS = (Trigger.SCHEDULE, Trigger.MANUAL)
+
+
+class RunStopped(Exception):
+    """Fail fast: the first error stops every further write of the run."""
+
+
+# --- entry point -------------------------------------------------------------------------------------------
+
+
+def sync_run_claim(*, run_id):
+    """Move a queued run to running, or take over a running one whose worker died; None if someone has it."""
+    now = timezone.now()
+    claimed = SyncRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, claims=F("claims") + 1
+    )
+    if not claimed:
+        # Nothing got updated: another worker has it, unless its heartbeat stopped (killed worker).
+        stale_before = now - timedelta(seconds=settings.RESYNC_HEARTBEAT_STALE_SECONDS)
+        claimed = SyncRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, heartbeat_at__lt=stale_before).update(
+            heartbeat_at=now, claims=F("claims") + 1
+        )
+    if not claimed:
+        return None
+    return SyncRun.objects.select_related(
+        "organization", "mapping", "mapping__source_connection", "mapping__target_connection"
+    ).get(pk=run_id)
+
+
+def sync_run_execute(*, run_id):
+    """Claim and execute one run. Returns the run, or None when it was not ours to run."""
+    run = sync_run_claim(run_id=run_id)
+    if run is None:
+        log_event("run_claim_skipped", run_id=run_id)
+        return None
+    RunExecutor(run).execute()
+    return run
+
+
+# --- hashing and small pure helpers ----------------------------------------------------------------------------
+
+
+def _normalize(value):
+    if isinstance(value, str):
+        return value.strip()
+    return value
+
+
+def record_hash(data, fields):
+    """A stable hash of `data` restricted to `fields`: what a side of a link looked like when last synced."""
+    canonical = json.dumps({name: _normalize(data.get(name)) for name in sorted(fields)}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def error_fingerprint(*, mapping_id, category, code, field):
+    return hashlib.sha1(f"{mapping_id}|{category}|{code}|{field}".encode()).hexdigest()
+
+
+def _is_empty(value):
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def filter_reason(filters, data):
+    """The reason of the first mapping filter that ignores this record, or None."""
+    for rule in filters or ():
+        value = data.get(rule.get("field", ""))
+        op = rule.get("op", "equals")
+        expected = rule.get("value")
+        if op == "empty":
+            hit = _is_empty(value)
+        elif op == "not_empty":
+            hit = not _is_empty(value)
+        elif op == "equals":
+            hit = value == expected
+        elif op == "not_equals":
+            hit = value != expected
+        elif op == "contains":
+            hit = isinstance(value, str) and str(expected).lower() in value.lower()
+        elif op == "in":
+            hit = value in (expected or [])
+        elif op == "not_in":
+            hit = value not in (expected or [])
+        else:
+            hit = False
+        if hit:
+            return rule.get("reason") or f"Filtered out: {rule.get('field')} {op} {expected!r}"
+    return None
+
+
+# --- per-pass configuration ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FieldRule:
+    near_field: str
+    far_field: str
+    transforms: list
+    required: bool
+    default: str | None
+    skip_invalid: bool
+
+
+@dataclasses.dataclass
+class SyncPass:
+    """One direction of a mapping, described from the side read ("near") to the side written ("far")."""
+
+    direction: str
+    near: Any
+    near_object: str
+    far: Any
+    far_object: str
+    far_connection: Any
+    far_schema: Any
+    rules: list[FieldRule]
+    match_keys: list[tuple[str, str]]  # (near field, far field)
+    # The fields hashed on each side. Both passes of a two-way mapping hash the same fields of a side (those of
+    # field mappings with a source field), so a hash written by one pass is recognised by the other.
+    near_fields: list[str]
+    far_fields: list[str]
+
+    # RecordLink is stored source → target; the reverse pass reads it the other way round.
+    def link_key(self, link):
+        return link.source_record_id if self.direction == FORWARD else link.target_record_id
+
+    def link_far_id(self, link):
+        return link.target_record_id if self.direction == FORWARD else link.source_record_id
+
+    def link_near_hash(self, link):
+        return link.source_hash if self.direction == FORWARD else link.target_hash
+
+    def link_far_hash(self, link):
+        return link.target_hash if self.direction == FORWARD else link.source_hash
+
+    def link_set(self, link, *, near_id, far_id, near_hash, far_hash):
+        if self.direction == FORWARD:
+            link.source_record_id, link.target_record_id = near_id, far_id
+            link.source_hash, link.target_hash = near_hash, far_hash
+        else:
+            link.target_record_id, link.source_record_id = near_id, far_id
+            link.target_hash, link.source_hash = near_hash, far_hash
+
+
+@dataclasses.dataclass
+class Item:
+    """One record travelling through a batch."""
+
+    record: SourceRecord
+    link: RecordLink | None = None
+    payload: dict | None = None
+    far_id: str | None = None
+    far_record: SourceRecord | None = None
+    action: str | None = None  # create / update
+    warnings: list = dataclasses.field(default_factory=list)
+    done: bool = False
+
+
+# --- the executor ---------------------------------------------------------------------------------------------------
+
+
+class RunExecutor:
+    def __init__(self, run):
+        self.run = run
+        self.mapping: Mapping = run.mapping
+        self.org = run.organization
+        self.strategy = self.mapping.error_strategy
+        self.dry_run = run.is_test
+        self.page_size = int(run.options.get("page_size") or settings.RESYNC_PAGE_SIZE)
+        self.sample_limit = run.options.get("sample_size")
+        self.stopped = False
+        self.batch_errors = 0
+        self.conflicted_links = set()
+        self.plan = []
+
+    def record_plan(self, item, action, **extra):
+        """Test runs report, per record, what a real run would do."""
+        if self.dry_run:
+            self.plan.append({"record_id": item.record.id, "action": action, "payload": scrub(item.payload),
+                              "warnings": [w.message for w in item.warnings], **extra})
+
+    # lifecycle ---------------------------------------------------------------------------------------------
+
+    def execute(self):
+        run = self.run
+        log_event("run_started", run_id=run.pk, mapping=self.mapping.name, trigger=run.trigger, claims=run.claims)
+        if run.claims == 1 and not run.options.get("full"):
+            # Fixed at the first claim, so a run taken over after a killed worker reads the same delta.
+            run.cursor_from = self.mapping.source_cursor
+            if self.mapping.target_cursor:
+                run.options = {**run.options, "reverse_cursor_from": self.mapping.target_cursor.isoformat()}
+            run.save(update_fields=["cursor_from", "options"])
+        try:
+            passes = self.build_passes()
+            for sync_pass in passes:
+                self.run_pass(sync_pass)
+                if self.stopped:
+                    break
+        except RunStopped:
+            self.stopped = True
+        except ConnectorError as exc:
+            self.system_error(exc)
+        except Exception as exc:
+            # A bug must not leave the run "running" forever: record it as a system error of category unknown.
+            logging.getLogger("resync.sync").exception("run_crashed", extra={"event": "run_crashed"})
+            self.system_error(
+                ConnectorError(ErrorCategory.UNKNOWN, "The sync stopped on an unexpected internal error",
+                               code="internal_error", detail=f"{type(exc).__name__}: {exc}", retryable=False)
+            )
+        self.finish()
+
+    def build_passes(self):
+        mapping = self.mapping
+        source_conn, target_conn = mapping.source_connection, mapping.target_connection
+        for connection in (source_conn, target_conn):
+            if connection.status != ConnectionStatus.ACTIVE:
+                needs_reauth = connection.status == ConnectionStatus.NEEDS_REAUTH
+                raise ConnectorError(
+                    ErrorCategory.AUTH if needs_reauth else ErrorCategory.CONNECTION,
+                    f"Connection '{connection.name}' is {connection.get_status_display().lower()}"
+                    + (f": {connection.status_reason}" if connection.status_reason else ""),
+                    code=f"connection_{connection.status}",
+                    retryable=False,
+                )
+        source, target = source_conn.get_connector(), target_conn.get_connector()
+        for connection, connector in ((source_conn, source), (target_conn, target)):
+            self.check_connection(connection, connector)
+        source_schema = source.schema_for(mapping.source_object)
+        target_schema = target.schema_for(mapping.target_object)
+        field_mappings = list(mapping.field_mappings.all())
+        for fm in field_mappings:
+            if fm.source_field and fm.source_field not in source_schema.fields:
+                raise ConnectorError(
+                    ErrorCategory.MAPPING,
+                    f"Source field '{fm.source_field}' does not exist in {mapping.source_object}",
+                    code="field_not_found", field=fm.source_field,
+                )
+            if fm.target_field not in target_schema.fields:
+                raise ConnectorError(
+                    ErrorCategory.MAPPING,
+                    f"Target field '{fm.target_field}' does not exist in {mapping.target_object}",
+                    code="field_not_found", field=fm.target_field,
+                )
+        source_fields = [fm.source_field for fm in field_mappings if fm.source_field]
+        target_fields = [fm.target_field for fm in field_mappings if fm.source_field]
+        forward = SyncPass(
+            direction=FORWARD, near=source, near_object=mapping.source_object, far=target,
+            far_object=mapping.target_object, far_connection=target_conn, far_schema=target_schema,
+            rules=[
+                FieldRule(fm.source_field, fm.target_field, fm.transforms, fm.required, fm.default_value,
+                          fm.skip_invalid)
+                for fm in field_mappings
+            ],
+            match_keys=[(key["source"], key["target"]) for key in mapping.match_keys or ()],
+            near_fields=source_fields, far_fields=target_fields,
+        )
+        passes = [forward]
+        if mapping.direction == Direction.TWO_WAY:
+            passes.append(SyncPass(
+                direction=REVERSE, near=target, near_object=mapping.target_object, far=source,
+                far_object=mapping.source_object, far_connection=source_conn, far_schema=source_schema,
+                rules=[
+                    FieldRule(fm.target_field, fm.source_field, fm.reverse_transforms, False, None, fm.skip_invalid)
+                    for fm in field_mappings if fm.source_field
+                ],
+                match_keys=[(key["target"], key["source"]) for key in mapping.match_keys or ()],
+                near_fields=target_fields, far_fields=source_fields,
+            ))
+        return passes
+
+    def check_connection(self, connection, connector):
+        try:
+            connector.check()
+        except ConnectorError as exc:
+            connection.last_checked_at = timezone.now()
+            connection.last_error = exc.message
+            fields = ["last_checked_at", "last_error", "updated_at"]
+            if exc.category == ErrorCategory.AUTH:
+                connection.status = ConnectionStatus.NEEDS_REAUTH
+                connection.status_reason = exc.message
+                fields += ["status", "status_reason"]
+            connection.save(update_fields=fields)
+            raise
+        connection.last_checked_at = timezone.now()
+        connection.last_error = ""
+        connection.save(update_fields=["last_checked_at", "last_error", "updated_at"])
+
+    # reading ----------------------------------------------------------------------------------------------------
+
+    def run_pass(self, sync_pass):
+        cursor = self.run.cursor_from if sync_pass.direction == FORWARD else self.run.options.get("reverse_cursor_from")
+        if isinstance(cursor, str):
+            cursor = datetime.fromisoformat(cursor)
+        previous = list(
+            SyncBatch.objects.filter(run=self.run, direction=sync_pass.direction).order_by("sequence")
+        )
+        finished = [b for b in previous if b.status in FINISHED_BATCH_STATUSES]
+        self.batch_errors += sum(1 for b in finished if b.status == BatchStatus.FAILED and b.record_count == 0)
+        sequence = len(finished)
+        token = None
+        if finished:
+            if not finished[-1].next_page_token:
+                return  # this pass was completed by an earlier (killed) attempt
+            token = finished[-1].next_page_token
+        read_total = sum(b.record_count for b in finished)
+        while True:
+            sequence += 1
+            batch, _ = SyncBatch.objects.update_or_create(
+                run=self.run, direction=sync_pass.direction, sequence=sequence,
+                defaults={
+                    "organization": self.org, "page_token": token or "", "status": BatchStatus.RUNNING,
+                    "started_at": timezone.now(), "heartbeat_at": timezone.now(), "attempts": 1,
+                    "counts": {}, "error": "", "record_count": 0, "next_page_token": "",
+                },
+            )
+            # A batch interrupted by a killed worker is processed again from scratch: drop its half-written errors.
+            RecordError.objects.filter(batch=batch).delete()
+            size = self.page_size
+            if self.sample_limit:
+                size = min(size, int(self.sample_limit) - read_total)
+            try:
+                page = sync_pass.near.read_page(
+                    sync_pass.near_object, page_token=token, modified_since=cursor, page_size=size
+                )
+            except ConnectorError as exc:
+                self.batch_failed(batch, exc, sync_pass)
+                token = sync_pass.near.next_page_token(
+                    sync_pass.near_object, token, modified_since=cursor, page_size=size
+                )
+                if token is None or self.stopped:
+                    return
+                continue
+            records = page.records
+            if self.sample_limit:
+                records = records[: max(0, int(self.sample_limit) - read_total)]
+            read_total += len(records)
+            next_token = page.next_token
+            if self.sample_limit and read_total >= int(self.sample_limit):
+                next_token = None
+            batch.record_count = len(records)
+            batch.next_page_token = next_token or ""
+            modified = [r.modified_at for r in records if r.modified_at]
+            batch.max_modified_at = max(modified) if modified else None
+            self.process_batch(sync_pass, batch, records)
+            if self.stopped or not next_token:
+                return
+            token = next_token
+
+    def batch_failed(self, batch, exc, sync_pass):
+        self.batch_errors += 1
+        batch.status = BatchStatus.FAILED
+        batch.error = exc.message
+        batch.finished_at = timezone.now()
+        batch.save()
+        error = self.new_error(
+            exc, level=ErrorLevel.BATCH, batch=batch, direction=sync_pass.direction, record=None, payload=None
+        )
+        error.save()
+        log_event("batch_failed", level=logging.ERROR, run_id=self.run.pk, batch=batch.sequence,
+                  page_token=batch.page_token, sync_target=sync_pass.near_object, error_type=exc.category.value,
+                  error_message=exc.message, will_retry=error.status == ErrorStatus.RETRY_SCHEDULED)
+        if self.strategy == ErrorStrategy.FAIL_FAST:
+            self.stopped = True
+
+    # per batch ---------------------------------------------------------------------------------------------
+
+    def process_batch(self, sync_pass, batch, records):
+        outcome = BatchOutcome(self, sync_pass, batch)
+        links = {
+            sync_pass.link_key(link): link
+            for link in RecordLink.objects.for_org(self.org).filter(
+                mapping=self.mapping,
+                **{("source_record_id__in" if sync_pass.direction == FORWARD else "target_record_id__in"):
+                   [r.id for r in records]},
+            )
+        }
+        items = [Item(record=record, link=links.get(record.id)) for record in records]
+        outcome.counts["read"] = len(items)
+        # Fail fast writes one record at a time, so that nothing after the first error is written.
+        chunk_size = 1 if self.strategy == ErrorStrategy.FAIL_FAST else max(len(items), 1)
+        for start in range(0, len(items), chunk_size):
+            chunk = items[start:start + chunk_size]
+            if self.stopped:
+                outcome.counts["skipped"] += len(chunk)
+                continue
+            self.process_chunk(sync_pass, chunk, outcome)
+            if self.strategy == ErrorStrategy.FAIL_FAST and outcome.failed_items:
+                self.stopped = True
+        outcome.save()
+        self.heartbeat()
+
+    def process_chunk(self, sync_pass, items, outcome):
+        for item in items:
+            self.prepare(sync_pass, item, outcome)
+        live = [item for item in items if not item.done]
+        self.match(sync_pass, live, outcome)
+        live = [item for item in live if not item.done]
+        if self.mapping.direction == Direction.TWO_WAY:
+            self.detect_conflicts(sync_pass, live, outcome)
+            live = [item for item in live if not item.done]
+        self.write(sync_pass, live, outcome)
+
+    def prepare(self, sync_pass, item, outcome):
+        record, link = item.record, item.link
+        reason = filter_reason(self.mapping.filters if sync_pass.direction == FORWARD else (), record.data)
+        if reason:
+            outcome.ignore(item, reason)
+            return
+        if sync_pass.direction == REVERSE and link is not None and link.pk in self.conflicted_links:
+            outcome.skip(item)
+            return
+        # The near side has not changed since Resync last wrote or read it: unchanged, or our own echo.
+        near_hash = record_hash(record.data, sync_pass.near_fields)
+        if link is not None and link.status == LinkStatus.SYNCED and sync_pass.link_near_hash(link) == near_hash:
+            outcome.unchanged(item)
+            return
+        payload, problems = {}, []
+        context = TransformContext(record=record.data, phone_country=self.mapping.default_phone_country)
+        for rule in sync_pass.rules:
+            value = record.data.get(rule.near_field) if rule.near_field else None
+            try:
+                payload[rule.far_field] = apply_transforms(value, rule.transforms, context=context)
+            except TransformError as exc:
+                problem = ConnectorError(
+                    ErrorCategory.MAPPING, f"{rule.far_field}: {exc}", code="transform_failed", field=rule.far_field,
+                    detail=f"value {value!r} of {rule.near_field or '(none)'}",
+                )
+                if rule.skip_invalid:
+                    item.warnings.append(problem)
+                else:
+                    problems.append(problem)
+        item.payload = payload
+        if problems:
+            outcome.fail(item, problems)
+            return
+        result = validate_payload(
+            payload,
+            sync_pass.far_schema,
+            auto_fix=self.mapping.auto_fix,
+            phone_country=self.mapping.default_phone_country,
+            defaults={r.far_field: r.default for r in sync_pass.rules if r.default is not None},
+            required_fields=[r.far_field for r in sync_pass.rules if r.required],
+        )
+        item.payload = result.payload
+        for warning in result.warnings:
+            item.warnings.append(ConnectorError(
+                ErrorCategory.VALIDATION, warning.message, code=warning.code, field=warning.field, retryable=False
+            ))
+        errors = []
+        for problem in result.errors:
+            rule = next((r for r in sync_pass.rules if r.far_field == problem.field), None)
+            error = ConnectorError(problem.category, problem.message, code=problem.code, field=problem.field)
+            if rule is not None and rule.skip_invalid and problem.category == ErrorCategory.VALIDATION:
+                item.payload.pop(problem.field, None)
+                item.warnings.append(error)
+            else:
+                errors.append(error)
+        if errors:
+            outcome.fail(item, errors)
+            return
+        if link is not None and link.status == LinkStatus.SYNCED and link.target_record_id:
+            far_hash = record_hash(item.payload, sync_pass.far_fields)
+            if sync_pass.link_far_hash(link) == far_hash:
+                outcome.unchanged(item, near_hash=near_hash)
+                return
+        if link is not None and sync_pass.link_far_id(link):
+            item.far_id = sync_pass.link_far_id(link)
+
+    def match(self, sync_pass, items, outcome):
+        """Find the far record of records without a link, by the match keys (one lookup call per key)."""
+        unlinked = [item for item in items if item.far_id is None]
+        if unlinked and sync_pass.match_keys:
+            self.lookup(sync_pass, unlinked, outcome)
+        claimed = {}
+        for item in items:
+            if item.done:
+                continue
+            if item.far_id is not None:
+                if item.far_id in claimed and claimed[item.far_id] is not item:
+                    outcome.fail(item, [self.duplicate_in_source(sync_pass, item, claimed[item.far_id])])
+                    continue
+                claimed[item.far_id] = item
+                if self.mapping.write_mode == WriteMode.CREATE_ONLY:
+                    outcome.ignore(item, "Create-only mapping: the record already exists in the target")
+                    continue
+                item.action = WriteAction.UPDATE
+            else:
+                if self.mapping.write_mode == WriteMode.UPDATE_ONLY:
+                    outcome.ignore(item, "Update-only mapping: no matching record in the target")
+                    continue
+                item.action = WriteAction.CREATE
+        # Two new records with the same match value would become two target records: keep the first.
+        seen = {}
+        for item in items:
+            if item.done or item.action != WriteAction.CREATE:
+                continue
+            key = self.match_value(sync_pass, item)
+            if key is None:
+                continue
+            if key in seen:
+                outcome.fail(item, [self.duplicate_in_source(sync_pass, item, seen[key])])
+            else:
+                seen[key] = item
+
+    def lookup(self, sync_pass, items, outcome):
+        """Set item.far_id from the far system for items whose match-key value is found exactly once."""
+        pending = list(items)
+        for _near_field, far_field in sync_pass.match_keys:
+            values = {
+                item.payload.get(far_field) for item in pending if not _is_empty(item.payload.get(far_field))
+            }
+            if not values:
+                continue
+            try:
+                found = sync_pass.far.find(sync_pass.far_object, far_field, sorted(values, key=str))
+            except ConnectorError as exc:
+                for item in pending:
+                    outcome.fail(item, [exc])
+                return
+            linked_elsewhere = self.far_ids_linked(sync_pass, [r.id for rs in found.values() for r in rs])
+            still_pending = []
+            for item in pending:
+                candidates = found.get(item.payload.get(far_field), [])
+                if len(candidates) > 1:
+                    outcome.fail(item, [ConnectorError(
+                        ErrorCategory.DUPLICATE,
+                        f"{len(candidates)} records in {sync_pass.far_object} have {far_field} = "
+                        f"{item.payload.get(far_field)!r}; cannot tell which one to update",
+                        code="ambiguous_match", field=far_field,
+                        detail="matching ids: " + ", ".join(c.id for c in candidates[:10]),
+                    )])
+                elif len(candidates) == 1:
+                    other = linked_elsewhere.get(candidates[0].id)
+                    if other is not None and other != item.record.id:
+                        outcome.fail(item, [ConnectorError(
+                            ErrorCategory.DUPLICATE,
+                            f"The {sync_pass.far_object} record with {far_field} = {item.payload.get(far_field)!r} "
+                            f"is already linked to record {other}",
+                            code="already_linked", field=far_field,
+                        )])
+                    else:
+                        item.far_id = candidates[0].id
+                        item.far_record = candidates[0]
+                else:
+                    still_pending.append(item)
+            pending = still_pending
+
+    def far_ids_linked(self, sync_pass, far_ids):
+        """far id -> near id of existing links of this mapping."""
+        if not far_ids:
+            return {}
+        far_column = "target_record_id" if sync_pass.direction == FORWARD else "source_record_id"
+        near_column = "source_record_id" if sync_pass.direction == FORWARD else "target_record_id"
+        rows = RecordLink.objects.for_org(self.org).filter(mapping=self.mapping, **{f"{far_column}__in": far_ids})
+        return dict(rows.values_list(far_column, near_column))
+
+    def match_value(self, sync_pass, item):
+        values = tuple(item.payload.get(far) for _near, far in sync_pass.match_keys)
+        return None if all(_is_empty(v) for v in values) else values
+
+    def duplicate_in_source(self, sync_pass, item, first):
+        return ConnectorError(
+            ErrorCategory.DUPLICATE,
+            f"Record {first.record.id} of {sync_pass.near_object} matches the same target record; "
+            f"only the first is synced",
+            code="duplicate_in_source",
+            field=sync_pass.match_keys[0][1] if sync_pass.match_keys else "",
+        )
+
+    def detect_conflicts(self, sync_pass, items, outcome):
+        """Two-way: a record changed on both sides since the last sync is a conflict, settled by the policy."""
+        linked = [item for item in items if item.link is not None and item.link.status == LinkStatus.SYNCED
+                  and item.action == WriteAction.UPDATE]
+        if not linked:
+            return
+        try:
+            current = sync_pass.far.fetch(sync_pass.far_object, [item.far_id for item in linked])
+        except ConnectorError as exc:
+            for item in linked:
+                outcome.fail(item, [exc])
+            return
+        policy = self.mapping.conflict_policy
+        for item in linked:
+            far_record = current.get(item.far_id)
+            if far_record is None:
+                continue  # deleted on the far side: the update answers not_found, handled by create_if_missing
+            item.far_record = far_record
+            if record_hash(far_record.data, sync_pass.far_fields) == sync_pass.link_far_hash(item.link):
+                continue  # only the near side changed: no conflict
+            near_wins = {
+                ConflictPolicy.SOURCE_WINS: sync_pass.direction == FORWARD,
+                ConflictPolicy.TARGET_WINS: sync_pass.direction == REVERSE,
+            }.get(policy)
+            if policy == ConflictPolicy.NEWEST_WINS:
+                near_time, far_time = item.record.modified_at, far_record.modified_at
+                near_wins = near_time is not None and (far_time is None or near_time >= far_time)
+            if policy == ConflictPolicy.MANUAL:
+                self.conflicted_links.add(item.link.pk)
+                outcome.fail(item, [ConnectorError(
+                    ErrorCategory.CONFLICT,
+                    f"Record {item.record.id} changed in both systems since the last sync",
+                    code="both_changed", retryable=False,
+                )], force_status=ErrorStatus.IN_REVIEW)
+            elif not near_wins:
+                outcome.skip(item)
+
+    # writing ----------------------------------------------------------------------------------------------------
+
+    def write(self, sync_pass, items, outcome):
+        if not items:
+            return
+        if self.dry_run:
+            for item in items:
+                outcome.planned(item)
+            return
+        retry_duplicates, recreate = [], []
+        for item, result in self.write_call(sync_pass, items, outcome):
+            if result.ok:
+                outcome.succeeded(item, result)
+            elif (result.error.category == ErrorCategory.DUPLICATE and item.action == WriteAction.CREATE
+                  and sync_pass.match_keys):
+                retry_duplicates.append((item, result.error))
+            elif (result.error.category == ErrorCategory.NOT_FOUND and item.action == WriteAction.UPDATE
+                  and self.mapping.create_if_missing):
+                recreate.append(item)
+            else:
+                outcome.fail(item, [result.error])
+        second_round = []
+        if retry_duplicates:
+            # Seed 000: "search the existing record by the match key; found → link and update, else a duplicate".
+            dup_items = [item for item, _error in retry_duplicates]
+            for item in dup_items:
+                item.far_id = None
+            self.lookup(sync_pass, dup_items, outcome)
+            for item, error in retry_duplicates:
+                if item.done:
+                    continue
+                if item.far_id is None:
+                    outcome.fail(item, [error])
+                else:
+                    item.action = WriteAction.UPDATE
+                    second_round.append(item)
+        for item in recreate:
+            item.action, item.far_id = WriteAction.CREATE, None
+            second_round.append(item)
+        for item, result in self.write_call(sync_pass, second_round, outcome):
+            if result.ok:
+                outcome.succeeded(item, result)
+            else:
+                outcome.fail(item, [result.error])
+
+    def write_call(self, sync_pass, items, outcome):
+        if not items:
+            return []
+        operations = [
+            WriteOperation(ref=item.record.id, action=item.action, data=item.payload, target_id=item.far_id)
+            for item in items
+        ]
+        try:
+            results = sync_pass.far.write(sync_pass.far_object, operations)
+        except ConnectorError as exc:
+            for item in items:
+                outcome.fail(item, [exc])
+            return []
+        by_ref = {result.ref: result for result in results}
+        pairs = []
+        for item in items:
+            result = by_ref.get(item.record.id)
+            if result is None:
+                # Never lose a record silently: a connector that forgot one answers for it as an error.
+                outcome.fail(item, [ConnectorError(ErrorCategory.UNKNOWN, "The target did not report on this record",
+                                                   code="missing_result")])
+            else:
+                pairs.append((item, result))
+        return pairs
+
+    # errors and finish ---------------------------------------------------------------------------------------------
+
+    def new_error(self, exc, *, level, batch, direction, record, payload, force_status=None, previous_attempts=0):
+        mapping = self.mapping
+        keep_snapshot = mapping.logging_level == LoggingLevel.ALL or (
+            mapping.logging_level == LoggingLevel.ERRORS and level in (ErrorLevel.RECORD, ErrorLevel.BATCH)
+        )
+        status, next_retry_at, retry_after_until = ErrorStatus.OPEN, None, None
+        now = timezone.now()
+        if exc.retry_after:
+            retry_after_until = now + timedelta(seconds=float(exc.retry_after))
+        if level == ErrorLevel.WARNING:
+            status = ErrorStatus.RESOLVED
+        elif level == ErrorLevel.IGNORED:
+            status = ErrorStatus.IGNORED
+        elif force_status:
+            status = force_status
+        elif self.strategy == ErrorStrategy.MANUAL_REVIEW and level == ErrorLevel.RECORD:
+            status = ErrorStatus.IN_REVIEW
+        elif self.strategy == ErrorStrategy.RETRY and exc.retryable:
+            next_retry_at = next_retry_time(mapping, attempts=previous_attempts, now=now,
+                                            retry_after_until=retry_after_until)
+            if next_retry_at is not None:
+                status = ErrorStatus.RETRY_SCHEDULED
+        secrets = _credential_values(self.mapping)
+        return RecordError(
+            organization=self.org,
+            run=self.run,
+            batch=batch,
+            mapping=mapping,
+            level=level,
+            category=exc.category.value,
+            error_code=exc.code[:100],
+            field=exc.field[:100],
+            message=scrub_text(exc.message, secrets),
+            detail=scrub_text(exc.detail or "", secrets),
+            retryable=exc.retryable,
+            durability=exc.durability.value,
+            direction=direction,
+            source_record_id=(record.id if record else "")[:255],
+            snapshot_before=scrub({"id": record.id, **record.data}) if (keep_snapshot and record) else None,
+            snapshot_after=scrub(payload) if (keep_snapshot and payload is not None) else None,
+            status=status,
+            attempts=previous_attempts,
+            next_retry_at=next_retry_at,
+            retry_after_until=retry_after_until,
+            resolved_at=now if status in (ErrorStatus.RESOLVED, ErrorStatus.IGNORED) else None,
+            resolution={
+                ErrorLevel.WARNING: Resolution.SUCCEEDED_WITH_WARNING,
+                ErrorLevel.IGNORED: Resolution.IGNORED,
+            }.get(level, ""),
+            fingerprint=error_fingerprint(mapping_id=mapping.pk, category=exc.category.value, code=exc.code,
+                                          field=exc.field),
+        )
+
+    def system_error(self, exc):
+        self.run.system_error = exc.message
+        self.new_error(exc, level=ErrorLevel.SYSTEM, batch=None, direction=FORWARD, record=None, payload=None).save()
+        log_event("run_system_error", level=logging.ERROR, run_id=self.run.pk, mapping=self.mapping.name,
+                  error_type=exc.category.value, error_message=exc.message, will_retry=False)
+
+    def heartbeat(self):
+        now = timezone.now()
+        SyncRun.objects.filter(pk=self.run.pk).update(heartbeat_at=now)
+
+    def finish(self):
+        run = self.run
+        totals = dict.fromkeys(COUNT_FIELDS, 0)
+        max_modified = {FORWARD: None, REVERSE: None}
+        for batch in SyncBatch.objects.filter(run=run):
+            for name in COUNT_FIELDS:
+                totals[name] += int(batch.counts.get(name, 0))
+            if batch.max_modified_at and (max_modified[batch.direction] is None
+                                          or batch.max_modified_at > max_modified[batch.direction]):
+                max_modified[batch.direction] = batch.max_modified_at
+        for name, value in totals.items():
+            setattr(run, name, value)
+        run.finished_at = timezone.now()
+        if run.system_error or self.stopped or (self.batch_errors and run.read == 0):
+            run.status = RunStatus.FAILED
+        elif self.batch_errors or run.failed:
+            run.status = RunStatus.PARTIALLY_FAILED
+        else:
+            run.status = RunStatus.SUCCEEDED
+        if self.dry_run:
+            run.options = {**run.options, "plan": self.plan}
+        leaves_nothing_behind = run.status == RunStatus.SUCCEEDED
+        with transaction.atomic():
+            if leaves_nothing_behind and not self.dry_run and run.trigger in CURSOR_TRIGGERS:
+                mapping = Mapping.objects.select_for_update().get(pk=self.mapping.pk)
+                update = ["last_successful_sync_at", "updated_at"]
+                mapping.last_successful_sync_at = run.finished_at
+                if max_modified[FORWARD]:
+                    run.cursor_to = mapping.source_cursor = max_modified[FORWARD]
+                    update.append("source_cursor")
+                if max_modified[REVERSE]:
+                    mapping.target_cursor = max_modified[REVERSE]
+                    update.append("target_cursor")
+                mapping.save(update_fields=update)
+            run.save()
+        log_event(
+            "run_finished", level=logging.INFO if run.status == RunStatus.SUCCEEDED else logging.WARNING,
+            run_id=run.pk, mapping=self.mapping.name, status=run.status, counts=run.counts(),
+            sync_target=self.mapping.target_connection.name,
+        )
+
+
+def next_retry_time(mapping, *, attempts, now, retry_after_until=None):
+    """When the next automatic retry of an error with `attempts` retries behind it is due, or None if exhausted.
+
+    Never sooner than the Retry-After the target asked for.
+    """
+    schedule = mapping.retry_schedule or [60, 300, 1800]
+    if attempts >= mapping.max_retries:
+        return None
+    due = now + timedelta(seconds=schedule[min(attempts, len(schedule) - 1)])
+    if retry_after_until and retry_after_until > due:
+        due = retry_after_until
+    return due
+
+
+def _credential_values(mapping):
+    values = []
+    for connection in (mapping.source_connection, mapping.target_connection):
+        # Undecryptable credentials have nothing to scrub.
+        with contextlib.suppress(CredentialsDecryptionError):
+            values.extend(str(v) for v in connection.credentials.values())
+    return values
+
+
+class BatchOutcome:
+    """What one batch produced: counts, errors, link changes; saved together at the end of the batch."""
+
+    def __init__(self, executor, sync_pass, batch):
+        self.executor = executor
+        self.sync_pass = sync_pass
+        self.batch = batch
+        self.counts = dict.fromkeys(COUNT_FIELDS, 0)
+        self.errors = []
+        self.failed_items = []
+        self.links = {}  # near id -> RecordLink to save
+        self.succeeded_ids = []
+        self.failed_ids = []
+        self.error_for_link = {}
+        self.previous_attempts = {}
+
+    def _link(self, item):
+        link = item.link
+        if link is None:
+            link = RecordLink(organization=self.executor.org, mapping=self.executor.mapping)
+            if self.sync_pass.direction == FORWARD:
+                link.source_record_id = item.record.id
+            else:
+                link.target_record_id = item.record.id
+            item.link = link
+        self.links[item.record.id] = link
+        return link
+
+    def warn(self, item):
+        if not item.warnings:
+            return
+        self.counts["warned"] += 1
+        for warning in item.warnings:
+            self.errors.append(self.executor.new_error(
+                warning, level=ErrorLevel.WARNING, batch=self.batch, direction=self.sync_pass.direction,
+                record=item.record, payload=item.payload,
+            ))
+
+    def ignore(self, item, reason):
+        item.done = True
+        self.counts["ignored"] += 1
+        error = ConnectorError(ErrorCategory.MAPPING, reason, code="ignored", retryable=False)
+        self.errors.append(self.executor.new_error(
+            error, level=ErrorLevel.IGNORED, batch=self.batch, direction=self.sync_pass.direction,
+            record=item.record, payload=item.payload,
+        ))
+        if not self.executor.dry_run and item.link is None and self.sync_pass.direction == FORWARD:
+            self._link(item).status = LinkStatus.IGNORED
+        self.executor.record_plan(item, "ignored", reason=reason)
+
+    def skip(self, item):
+        item.done = True
+        self.counts["skipped"] += 1
+        self.executor.record_plan(item, "skipped")
+
+    def unchanged(self, item, near_hash=None):
+        item.done = True
+        self.counts["unchanged"] += 1
+        self.executor.record_plan(item, "unchanged")
+        if near_hash and not self.executor.dry_run:
+            link = self._link(item)
+            if self.sync_pass.direction == FORWARD:
+                link.source_hash = near_hash
+            else:
+                link.target_hash = near_hash
+        self.succeeded_ids.append(item.record.id)
+
+    def planned(self, item):
+        item.done = True
+        self.counts["created" if item.action == WriteAction.CREATE else "updated"] += 1
+        self.warn(item)
+        self.executor.record_plan(item, item.action)
+
+    def succeeded(self, item, result):
+        item.done = True
+        action = result.action or item.action
+        self.counts["created" if action == WriteAction.CREATE else "updated"] += 1
+        self.warn(item)
+        link = self._link(item)
+        written = result.record if result.record is not None else item.payload
+        self.sync_pass.link_set(
+            link,
+            near_id=item.record.id,
+            far_id=result.target_id or item.far_id or "",
+            near_hash=record_hash(item.record.data, self.sync_pass.near_fields),
+            far_hash=record_hash(written, self.sync_pass.far_fields),
+        )
+        link.status = LinkStatus.SYNCED
+        link.last_synced_at = timezone.now()
+        link.last_error = None
+        self.succeeded_ids.append(item.record.id)
+        log_event("record_synced", level=logging.DEBUG, run_id=self.executor.run.pk, record_id=item.record.id,
+                  sync_target=self.sync_pass.far_connection.name, action=action, target_id=link.target_record_id)
+
+    def fail(self, item, problems, force_status=None):
+        item.done = True
+        self.counts["failed"] += 1
+        self.failed_items.append(item)
+        self.failed_ids.append(item.record.id)
+        for problem in problems:
+            error = self.executor.new_error(
+                problem, level=ErrorLevel.RECORD, batch=self.batch, direction=self.sync_pass.direction,
+                record=item.record, payload=item.payload, force_status=force_status,
+            )
+            self.errors.append(error)
+            self.error_for_link.setdefault(item.record.id, error)
+        self.executor.record_plan(item, "failed", errors=[p.message for p in problems])
+        if not self.executor.dry_run:
+            # Even a record synced before is now failed: the far side holds an older version of it.
+            self._link(item).status = LinkStatus.FAILED
+
+    def save(self):
+        executor, batch = self.executor, self.batch
+        now = timezone.now()
+        with transaction.atomic():
+            if not executor.dry_run:
+                self._supersede_and_resolve(now)
+            for error in self.errors:
+                if error.level == ErrorLevel.RECORD:
+                    error.attempts = self.previous_attempts.get(error.source_record_id, 0)
+                    if error.status == ErrorStatus.RETRY_SCHEDULED:
+                        error.next_retry_at = next_retry_time(
+                            executor.mapping, attempts=error.attempts, now=now,
+                            retry_after_until=error.retry_after_until,
+                        )
+                        if error.next_retry_at is None:
+                            error.status = ErrorStatus.OPEN
+            RecordError.objects.bulk_create(self.errors)
+            if not executor.dry_run:
+                self._save_links()
+            batch.counts = self.counts
+            batch.status = (
+                BatchStatus.SUCCEEDED if not self.counts["failed"]
+                else BatchStatus.FAILED if self.counts["failed"] == self.counts["read"]
+                else BatchStatus.PARTIALLY_FAILED
+            )
+            batch.finished_at = now
+            batch.heartbeat_at = now
+            batch.save()
+        for error in self.errors:
+            if error.level in (ErrorLevel.RECORD, ErrorLevel.WARNING):
+                log_event(
+                    "record_failed" if error.level == ErrorLevel.RECORD else "record_warning",
+                    level=logging.ERROR if error.level == ErrorLevel.RECORD else logging.WARNING,
+                    run_id=executor.run.pk, mapping=executor.mapping.name, record_id=error.source_record_id,
+                    sync_target=self.sync_pass.far_connection.name, error_type=error.category,
+                    error_code=error.error_code, field=error.field, error_message=error.message,
+                    retry_count=error.attempts, will_retry=error.status == ErrorStatus.RETRY_SCHEDULED,
+                    next_retry_at=error.next_retry_at,
+                )
+
+    def _supersede_and_resolve(self, now):
+        """Close the earlier unresolved errors of the records this batch settled, carrying attempts forward."""
+        executor = self.executor
+        touched = set(self.succeeded_ids) | set(self.failed_ids)
+        self.previous_attempts = {}
+        if not touched:
+            return
+        earlier = RecordError.objects.for_org(executor.org).filter(
+            mapping=executor.mapping, direction=self.sync_pass.direction, source_record_id__in=touched,
+            level=ErrorLevel.RECORD, status__in=(ErrorStatus.OPEN, ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING,
+                                                 ErrorStatus.IN_REVIEW),
+        ).exclude(run=executor.run)
+        rows = list(earlier.values("pk", "source_record_id", "attempts", "status"))
+        for row in rows:
+            if row["source_record_id"] in self.failed_ids:
+                # A retry of a scheduled error counts as an attempt of it.
+                bump = 1 if executor.run.trigger in (Trigger.RETRY, Trigger.REPLAY) else 0
+                self.previous_attempts[row["source_record_id"]] = max(
+                    self.previous_attempts.get(row["source_record_id"], 0), row["attempts"] + bump
+                )
+        succeeded = set(self.succeeded_ids)
+        auto = [r["pk"] for r in rows if r["source_record_id"] in succeeded
+                and r["status"] in (ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING)]
+        fixed = [r["pk"] for r in rows if r["source_record_id"] in succeeded and r["pk"] not in set(auto)]
+        superseded = [r["pk"] for r in rows if r["source_record_id"] not in succeeded]
+        for pks, resolution in ((auto, Resolution.AUTO_RETRY), (fixed, Resolution.FIXED),
+                                (superseded, Resolution.SUPERSEDED)):
+            if pks:
+                RecordError.objects.filter(pk__in=pks).update(
+                    status=ErrorStatus.RESOLVED, resolution=resolution, resolved_at=now, next_retry_at=None,
+                    updated_at=now,
+                )
+
+    def _save_links(self):
+        if not self.links:
+            return
+        errors_by_record = self.error_for_link
+        new, existing = [], []
+        for near_id, link in self.links.items():
+            if near_id in errors_by_record:
+                link.last_error = errors_by_record[near_id]
+            (existing if link.pk else new).append(link)
+        fields = ["source_record_id", "target_record_id", "source_hash", "target_hash", "status", "last_error",
+                  "last_synced_at", "updated_at"]
+        now = timezone.now()
+        for link in existing:
+            link.updated_at = now
+        if existing:
+            RecordLink.objects.bulk_update(existing, fields)
+        if new:
+            # A concurrent run of the same mapping may have linked the same record: keep the first link.
+            RecordLink.objects.bulk_create(new, ignore_conflicts=True)

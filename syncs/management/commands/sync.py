@@ -1,0 +1,64 @@
+"""python manage.py sync --org SLUG [--mapping ID] [--wait] [--inline] [--json]"""
+
+import json
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import Organization
+from syncs.engine import sync_run_execute
+from syncs.models import SyncRun
+from syncs.services import sync_run_summary, sync_runs_queue_for_org
+
+
+class Command(BaseCommand):
+    help = "Queue a sync of an organization's active mappings for the workers, optionally wait and report."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--org", required=True, help="Organization slug")
+        parser.add_argument("--mapping", type=int, action="append", help="Mapping id (repeatable); default: all")
+        parser.add_argument("--wait", action="store_true", help="Wait for the workers to finish the runs")
+        parser.add_argument("--inline", action="store_true", help="Run in this process instead of the workers")
+        parser.add_argument("--json", action="store_true", help="One JSON object per run, one per line")
+        parser.add_argument("--timeout", type=float, default=600, help="Seconds to wait with --wait")
+
+    def handle(self, *args, org, mapping, wait, inline, json: bool, timeout, **options):
+        organization = Organization.objects.filter(slug=org).first()
+        if organization is None:
+            raise CommandError(f"No organization with slug '{org}'")
+        runs = sync_runs_queue_for_org(organization=organization, mapping_ids=mapping, enqueue=not inline)
+        if not runs:
+            raise CommandError("No active mapping to sync")
+        if inline:
+            for run in runs:
+                sync_run_execute(run_id=run.pk)
+        elif wait:
+            self.wait_for(runs, timeout)
+        for run in SyncRun.objects.select_related("mapping").filter(pk__in=[r.pk for r in runs]).order_by("pk"):
+            summary = sync_run_summary(run)
+            if json:
+                self.stdout.write(_json_line(summary))
+            else:
+                counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+                self.stdout.write(f"Run {run.pk} of '{run.mapping.name}': {run.status} ({counts})")
+                for category, n in summary["errors_by_category"].items():
+                    self.stdout.write(f"  {n} {category} error(s)")
+
+    def wait_for(self, runs, timeout):
+        deadline = time.monotonic() + timeout
+        pending = {run.pk for run in runs}
+        while pending:
+            finished = {run.pk for run in SyncRun.objects.filter(pk__in=pending) if run.is_finished}
+            pending -= finished
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"Runs {sorted(pending)} did not finish within {timeout:.0f} s: is a worker running "
+                    "(python manage.py qcluster)?"
+                )
+            time.sleep(0.5)
+
+
+def _json_line(value):
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,69 @@
+"""Service functions for runs: what the CLI, the admin, schedules and (later) the API call."""
+
+from django.db import transaction
+from django_q.tasks import async_task
+
+from syncs.models import RunStatus, SyncRun, Trigger
+
+
+def sync_run_queue(*, mapping, trigger=Trigger.MANUAL, parent=None, is_test=False, options=None, enqueue=True):
+    """Create a queued run of `mapping` and hand it to the workers once the transaction commits.
+
+    `enqueue=False` leaves the run for the caller to execute in its own process (`sync --inline`).
+    The task carries only the run's id: the row is the truth, the worker re-reads everything. A mapping
+    already queued or running is not queued twice (two runs of one mapping would race on its links); the
+    active run is returned instead.
+    """
+    active = SyncRun.objects.for_org(mapping.organization).filter(
+        mapping=mapping, status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False
+    )
+    if not is_test and trigger in (Trigger.SCHEDULE, Trigger.MANUAL) and (existing := active.first()):
+        return existing
+    run = SyncRun.objects.create(
+        organization=mapping.organization,
+        mapping=mapping,
+        trigger=trigger,
+        status=RunStatus.QUEUED,
+        is_test=is_test,
+        parent=parent,
+        root=(parent.root or parent) if parent else None,
+        options=options or {},
+    )
+    if enqueue:
+        transaction.on_commit(lambda: async_task("syncs.tasks.run_sync", run.pk, task_name=f"sync-run-{run.pk}"))
+    return run
+
+
+def sync_runs_queue_for_org(*, organization, mapping_ids=None, trigger=Trigger.MANUAL, enqueue=True):
+    """Queue a run of every active mapping of the organization (or of the given ones)."""
+    from mappings.models import Mapping
+
+    mappings = Mapping.objects.for_org(organization).filter(is_active=True).order_by("pk")
+    if mapping_ids:
+        mappings = mappings.filter(pk__in=mapping_ids)
+    return [sync_run_queue(mapping=mapping, trigger=trigger, enqueue=enqueue) for mapping in mappings]
+
+
+def sync_run_summary(run):
+    """The run as the CLI and logs report it: id, mapping, status, counts and errors by category."""
+    from django.db.models import Count
+
+    from syncs.models import ErrorLevel
+
+    by_category = dict(
+        run.record_errors.filter(level__in=(ErrorLevel.SYSTEM, ErrorLevel.BATCH, ErrorLevel.RECORD))
+        .values_list("category")
+        .annotate(n=Count("pk"))
+        .order_by("category")
+    )
+    return {
+        "run": run.pk,
+        "code": str(run.code),
+        "mapping": run.mapping.name,
+        "mapping_id": run.mapping_id,
+        "trigger": run.trigger,
+        "status": run.status,
+        "counts": run.counts(),
+        "errors_by_category": by_category,
+        "system_error": run.system_error or None,
+    }

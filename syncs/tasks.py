@@ -1,0 +1,21 @@
+"""Worker entry points: each fetches by id and calls one service."""
+
+from syncs.events import log_event
+
+
+def run_sync(run_id):
+    from syncs.engine import sync_run_execute
+
+    sync_run_execute(run_id=run_id)
+
+
+def run_scheduled_mapping(mapping_id):
+    from mappings.models import Mapping
+    from syncs.models import Trigger
+    from syncs.services import sync_run_queue
+
+    mapping = Mapping.objects.select_related("organization").filter(pk=mapping_id).first()
+    if mapping is None or not mapping.is_active:
+        log_event("schedule_skipped", mapping_id=mapping_id, reason="mapping missing or inactive")
+        return
+    sync_run_queue(mapping=mapping, trigger=Trigger.SCHEDULE)

@@ -1,0 +1,27 @@
+"""Small helpers the engine tests share: run a mapping in-process and look at both sandbox sides."""
+
+from integrations.models import SandboxRecord
+from syncs.engine import sync_run_execute
+from syncs.models import SyncRun
+from syncs.services import sync_run_queue
+
+
+def run_mapping(mapping, **options):
+    run = sync_run_queue(mapping=mapping, enqueue=False, **options)
+    sync_run_execute(run_id=run.pk)
+    run = SyncRun.objects.get(pk=run.pk)
+    mapping.refresh_from_db()
+    return run
+
+
+def records(connection, object_name="contacts"):
+    return list(SandboxRecord.objects.for_org(connection.organization).filter(
+        connection=connection, object_name=object_name
+    ).order_by("pk"))
+
+
+def person(n, **overrides):
+    row = {"email": f"person{n}@example.com", "first_name": f"First{n}", "last_name": f"Last{n}",
+           "phone": "+14155550100"}
+    row.update(overrides)
+    return row
