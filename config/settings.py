@@ -4,6 +4,7 @@ With nothing set, Resync runs on the embedded default a newcomer needs: SQLite i
 broker on the same database, and a local encryption key file under var/ (ignored by git).
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -73,8 +74,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # A file, not :memory:, so that a qcluster process started by a test sees the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # A file, not :memory:, so that a qcluster process started by a test sees the test database; one per test
+    # process, so that two test runs on one machine do not share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 else:
     # Persistent connections: without them the ORM broker manages ~26 tasks/s instead of ~300.
     DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
@@ -99,7 +101,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
@@ -115,6 +118,9 @@ RESYNC_HTTP_TIMEOUT = env.float("RESYNC_HTTP_TIMEOUT", default=15.0)
 # A run or batch whose heartbeat is older than this is taken to belong to a dead worker.
 RESYNC_HEARTBEAT_STALE_SECONDS = env.int("RESYNC_HEARTBEAT_STALE_SECONDS", default=120)
 RESYNC_PAGE_SIZE = env.int("RESYNC_PAGE_SIZE", default=100)
+# Tenant-supplied URLs may not point at private or loopback addresses (SSRF), except where this says so
+# (development against local test servers).
+RESYNC_ALLOW_PRIVATE_URLS = env.bool("RESYNC_ALLOW_PRIVATE_URLS", default=False)
 
 Q_CLUSTER = {
     "name": "resync",

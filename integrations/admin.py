@@ -82,6 +82,7 @@ class SandboxRecordAdmin(admin.ModelAdmin):
     autocomplete_fields = ["organization"]
     readonly_fields = ["created_at"]
     date_hierarchy = "modified_at"
+    show_full_result_count = False
 
 
 @admin.register(SandboxCallCounter)
@@ -90,4 +91,3 @@ class SandboxCallCounterAdmin(admin.ModelAdmin):
     search_fields = ["connection__name"]
     list_select_related = ["connection"]
     raw_id_fields = ["connection"]
-

@@ -63,12 +63,13 @@ class ConnectorError(Exception):
     ):
         super().__init__(message)
         self.category = ErrorCategory(category)
-        default_retryable, durability = CATEGORY_DEFAULTS[self.category]
+        default_retryable, _durability = CATEGORY_DEFAULTS[self.category]
         self.message = message
         self.code = code or self.category.value
         self.detail = detail
         self.retryable = default_retryable if retryable is None else retryable
-        self.durability = Durability.EPHEMERAL if self.retryable else durability
+        # Durability follows retryability: an error worth retrying unchanged is by definition ephemeral.
+        self.durability = Durability.EPHEMERAL if self.retryable else Durability.DURABLE
         self.retry_after = retry_after
         self.field = field
 

@@ -87,3 +87,6 @@ class SandboxCallCounter(models.Model):
 
     connection = models.OneToOneField(Connection, on_delete=models.CASCADE, related_name="sandbox_counter")
     calls = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.connection}: {self.calls} calls"

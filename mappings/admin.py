@@ -4,7 +4,7 @@ from django.utils.translation import ngettext
 
 from mappings.models import FieldMapping, Mapping
 from mappings.transforms import validate_transforms
-from syncs.models import Trigger
+from syncs.models import RunStatus, SyncRun, Trigger
 from syncs.services import sync_run_queue
 
 
@@ -163,13 +163,27 @@ class MappingAdmin(admin.ModelAdmin):
 
     @admin.action(description="Run now")
     def run_now(self, request, queryset):
-        mappings = queryset.select_related("organization")
-        runs = [sync_run_queue(mapping=mapping, trigger=Trigger.MANUAL) for mapping in mappings]
-        self.message_user(
-            request,
-            ngettext("%d run queued.", "%d runs queued.", len(runs)) % len(runs),
-            messages.SUCCESS,
+        mappings = list(queryset.select_related("organization"))
+        # sync_run_queue hands back the active run of a mapping instead of racing it with a second one.
+        active = set(
+            SyncRun.objects.filter(
+                mapping__in=mappings, status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False
+            ).values_list("pk", flat=True)
         )
+        runs = [sync_run_queue(mapping=mapping, trigger=Trigger.MANUAL) for mapping in mappings]
+        queued = sum(1 for run in runs if run.pk not in active)
+        message = ngettext("%d run queued.", "%d runs queued.", queued) % queued
+        if busy := len(runs) - queued:
+            message += (
+                " "
+                + ngettext(
+                    "%d mapping already had a run queued or running.",
+                    "%d mappings already had a run queued or running.",
+                    busy,
+                )
+                % busy
+            )
+        self.message_user(request, message, messages.SUCCESS if queued else messages.WARNING)
 
 
 @admin.register(FieldMapping)

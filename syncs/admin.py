@@ -58,6 +58,8 @@ class SyncRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["=id", "code", "mapping__name", "system_error"]
     list_select_related = ["mapping", "organization"]
     date_hierarchy = "queued_at"
+    # These tables grow by the million: skip the second, unfiltered COUNT(*) on every filtered page.
+    show_full_result_count = False
     fieldsets = [
         (None, {"fields": ["code", "organization", "mapping_link", "trigger", "status", "is_test", "options"]}),
         ("Retry chain", {"fields": ["parent_link", "root_link", "children_links"]}),
@@ -112,6 +114,7 @@ class SyncBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # The run's __str__ names its mapping.
     list_select_related = ["run__mapping", "organization"]
     raw_id_fields = ["run"]
+    show_full_result_count = False
 
 
 @admin.register(RecordError)
@@ -134,6 +137,7 @@ class RecordErrorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["message", "source_record_id", "error_code"]
     list_select_related = ["mapping", "organization"]
     date_hierarchy = "created_at"
+    show_full_result_count = False
     fieldsets = [
         (None, {"fields": ["code", "organization", "mapping", "run_link", "batch", "direction"]}),
         (
@@ -189,6 +193,7 @@ class RecordLinkAdmin(admin.ModelAdmin):
     search_fields = ["source_record_id", "target_record_id"]
     list_select_related = ["mapping", "organization"]
     date_hierarchy = "last_synced_at"
+    show_full_result_count = False
     # A link is the engine's memory of a pair; staff may repair the target id or status, nothing else.
     fields = [
         "organization",

@@ -25,15 +25,17 @@ def home(request):
     )
     for mapping in mappings:
         mapping.last_run_status_label = RunStatus(mapping.last_run_status).label if mapping.last_run_status else ""
+    runs = SyncRun.objects.for_org(org).select_related("mapping").order_by("-queued_at", "-id")
+    record_errors = (
+        RecordError.objects.for_org(org)
+        .filter(status__in=UNRESOLVED_ERROR_STATUSES)
+        .select_related("mapping")
+        .order_by("-created_at", "-id")
+    )
     context = {
         "connections": Connection.objects.for_org(org).order_by("name"),
         "mappings": mappings,
-        "runs": SyncRun.objects.for_org(org).select_related("mapping").order_by("-queued_at", "-id")[
-            :HOME_LIST_LENGTH
-        ],
-        "record_errors": RecordError.objects.for_org(org)
-        .filter(status__in=UNRESOLVED_ERROR_STATUSES)
-        .select_related("mapping")
-        .order_by("-created_at", "-id")[:HOME_LIST_LENGTH],
+        "runs": runs[:HOME_LIST_LENGTH],
+        "record_errors": record_errors[:HOME_LIST_LENGTH],
     }
     return render(request, "syncs/home.html", context)

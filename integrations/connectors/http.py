@@ -208,8 +208,9 @@ def classify_response(status_code, headers=None, body=None, *, reason=None, secr
     detail = f"HTTP {status_text}" + (f": {technical}" if technical else "")
 
     retry_after = parse_retry_after(_header(headers, "Retry-After"))
-    if retry_after is None:
-        retry_after = parse_retry_after(_first_text(sources, ("retryAfter", "retry_after")) or None)
+    for source in sources:
+        if retry_after is None:
+            retry_after = parse_retry_after(source.get("retryAfter", source.get("retry_after")))
 
     return ConnectorError(
         category,

@@ -108,6 +108,11 @@ def test_it_treats_a_past_retry_after_date_as_now():
     assert http.classify_response(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}).retry_after == 0
 
 
+@pytest.mark.parametrize("body", [{"retryAfter": 9}, {"retry_after": "9"}])
+def test_it_reads_retry_after_from_the_body_without_a_header(body):
+    assert http.classify_response(429, {}, body).retry_after == 9
+
+
 @pytest.mark.parametrize("headers", [None, {}, {"Retry-After": "soon"}])
 def test_it_leaves_retry_after_empty_without_a_usable_header(headers):
     assert http.classify_response(429, headers).retry_after is None

@@ -118,10 +118,10 @@ CRM_CONTACTS = [
 COMPANY_FIELDS = ("name", "domain", "phone", "industry", "employee_count")
 SHOP_COMPANIES = [
     ("Northwind Traders", "northwind.example.com", "+14155550100", "Wholesale", 120),
-    ("Blue Harbor Logistics", "blueharbor.example.com", "(212) 555-0140", "Logistics", 340),
+    ("Blue Harbor Logistics", "blueharbor.example.com", "+1 (212) 555-0140", "Logistics", 340),
     ("Cedar & Pine Furniture", "cedarpine.example.com", "+1 503 555 0117", "Retail", 45),
     ("Brightline Dental Group", "brightline.example.com", "+16175550123", "Healthcare", 80),
-    ("Kestrel Analytics", "Kestrel.Example.com", "617.555.0199", "Software", 60),
+    ("Kestrel Analytics", "Kestrel.Example.com", "+1 617.555.0199", "Software", 60),
     ("Summit Roofing Co.", " summitroofing.example.com ", "+13035550162", "Construction", 25),
     ("Greenleaf Organic Market", "greenleaf.example.com", "+15125550134", "Grocery", "lots"),
     ("Harbor Point Marina", "harborpoint.example.com", "+18435550178", "Leisure", 15),
@@ -134,6 +134,7 @@ SHOP_COMPANIES = [
         "Holding",
         1500,
     ),
+    # No country code: auto-fix will not guess one, so this stays an error (with a hint).
     ("Maple Street Bakery", "maplebakery.example.com", "(802) 555-0111", "Food & beverage", 9),
     ("Orchid Veterinary Clinic", "orchidvet.example.com", "+17025550183", "Healthcare", 22),
     ("Pioneer Solar Installations", "pioneersolar.example.com", "+16025550146", "Energy", 75),
@@ -141,12 +142,12 @@ SHOP_COMPANIES = [
     (
         "Riverside Community Credit Union and Financial Advisory Services for Families and Small Businesses",
         "riversidecu.example.com",
-        "541-555-0172",
+        "+1 541-555-0172",
         "Finance",
         260,
     ),
     ("Silverline Fitness", "silverline.example.com", "+17205550114", "Fitness", 40),
-    ("Tidewater Plumbing & Heating", "tidewater.example.com", "757.555.0108", "Trades", 33),
+    ("Tidewater Plumbing & Heating", "tidewater.example.com", "+1-757-555-0108", "Trades", 33),
     ("Union Square Books", "unionsquarebooks.example.com", "+14155550177", "Retail", 14),
     ("Westwind Aviation Services", "westwind.example.com", "+19075550161", "Aviation", 95),
 ]
@@ -276,7 +277,7 @@ class Command(BaseCommand):
             # Compared first because every encryption yields a new ciphertext: rewriting would not converge.
             connection.credentials = spec["credentials"]
             connection.save(update_fields=["credentials_ciphertext", "updated_at"])
-        self.report(f"Connection {name} (sandbox)", created)
+        self.report(f"Connection {name}", created)
         return connection
 
     def seed(self, connection, object_name, records, id_prefix):
