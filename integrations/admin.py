@@ -67,6 +67,12 @@ class ConnectionAdmin(admin.ModelAdmin):
         ("Health", {"fields": ["last_checked_at", "last_error", "created_at", "updated_at"]}),
     ]
 
+    def get_readonly_fields(self, request, obj=None):
+        # A connection moved to another organization would take its mappings' data along.
+        if obj is not None:
+            return [*self.readonly_fields, "organization"]
+        return self.readonly_fields
+
     @admin.display(boolean=True, description="Credentials set")
     def has_credentials(self, obj):
         return bool(obj.credentials_ciphertext)
@@ -79,10 +85,13 @@ class SandboxRecordAdmin(admin.ModelAdmin):
     search_fields = ["external_id", "object_name", "connection__name"]
     list_select_related = ["connection", "organization"]
     raw_id_fields = ["connection"]
-    autocomplete_fields = ["organization"]
-    readonly_fields = ["created_at"]
+    readonly_fields = ["organization", "created_at"]
     date_hierarchy = "modified_at"
     show_full_result_count = False
+
+    def save_model(self, request, obj, form, change):
+        obj.organization_id = obj.connection.organization_id
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(SandboxCallCounter)

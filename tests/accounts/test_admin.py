@@ -292,9 +292,7 @@ def mapping_form(org, source, target, **overrides):
     return data
 
 
-def test_a_mapping_added_in_the_admin_keeps_its_field_mappings_in_its_organization(
-    admin_client, org, make_connection
-):
+def test_a_mapping_added_in_the_admin_keeps_its_field_mappings_in_its_organization(admin_client, org, make_connection):
     source, target = make_connection("Shop"), make_connection("CRM")
 
     response = admin_client.post(admin_url(Mapping, "add"), mapping_form(org, source, target))
