@@ -79,10 +79,12 @@ def main():
             assert run.status == "succeeded", (run.status, run.counts())
 
     baseline = statistics.median(results["baseline bulk insert"])
-    print(f"{args.records} records, median of {args.repeat} rounds, database {os.environ['DATABASE_URL'].split(':')[0]}")
+    database = os.environ["DATABASE_URL"].split(":")[0]
+    print(f"{args.records} records, median of {args.repeat} rounds, database {database}")
     for label, timings in results.items():
         median = statistics.median(timings)
-        print(f"  {label:26} {median:8.3f} s  {args.records / median:9.0f} records/s  {median / baseline:6.1f}x baseline")
+        print(f"  {label:26} {median:8.3f} s  {args.records / median:9.0f} records/s  "
+              f"{median / baseline:6.1f}x baseline")
 
 
 if __name__ == "__main__":

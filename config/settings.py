@@ -117,7 +117,6 @@ RESYNC_HTTP_RETRY_DELAYS = [2, 4, 8]
 RESYNC_HTTP_TIMEOUT = env.float("RESYNC_HTTP_TIMEOUT", default=15.0)
 # A run or batch whose heartbeat is older than this is taken to belong to a dead worker.
 RESYNC_HEARTBEAT_STALE_SECONDS = env.int("RESYNC_HEARTBEAT_STALE_SECONDS", default=120)
-RESYNC_PAGE_SIZE = env.int("RESYNC_PAGE_SIZE", default=100)
 # Tenant-supplied URLs may not point at private or loopback addresses (SSRF), except where this says so
 # (development against local test servers).
 RESYNC_ALLOW_PRIVATE_URLS = env.bool("RESYNC_ALLOW_PRIVATE_URLS", default=False)

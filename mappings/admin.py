@@ -1,43 +1,13 @@
-from django import forms
 from django.contrib import admin, messages
 from django.utils.translation import ngettext
 
 from mappings.models import FieldMapping, Mapping
-from mappings.transforms import validate_transforms
 from syncs.models import RunStatus, SyncRun, Trigger
 from syncs.services import sync_run_queue
 
 
-# No Meta: the admin builds these forms' fields from its fieldsets and inlines.
-class MappingAdminForm(forms.ModelForm):
-    def clean(self):
-        cleaned = super().clean()
-        # Staff can pick any connection in the admin; a mapping that crosses organizations would leak data.
-        organization = cleaned.get("organization") or getattr(self.instance, "organization", None)
-        if organization is not None:
-            for name in ("source_connection", "target_connection"):
-                connection = cleaned.get(name)
-                if connection is not None and connection.organization_id != organization.pk:
-                    self.add_error(name, f"“{connection}” belongs to another organization.")
-        return cleaned
-
-
-class FieldMappingForm(forms.ModelForm):
-    # A typo in a transform name would otherwise surface only as a mapping error on every record of a run.
-    def clean_transforms(self):
-        specs = self.cleaned_data.get("transforms") or []
-        validate_transforms(specs)
-        return specs
-
-    def clean_reverse_transforms(self):
-        specs = self.cleaned_data.get("reverse_transforms") or []
-        validate_transforms(specs)
-        return specs
-
-
 class FieldMappingInline(admin.TabularInline):
     model = FieldMapping
-    form = FieldMappingForm
     extra = 0
     fields = [
         "position",
@@ -53,7 +23,6 @@ class FieldMappingInline(admin.TabularInline):
 
 @admin.register(Mapping)
 class MappingAdmin(admin.ModelAdmin):
-    form = MappingAdminForm
     list_display = [
         "name",
         "organization",
@@ -188,7 +157,6 @@ class MappingAdmin(admin.ModelAdmin):
 
 @admin.register(FieldMapping)
 class FieldMappingAdmin(admin.ModelAdmin):
-    form = FieldMappingForm
     list_display = ["__str__", "mapping", "organization", "position", "required", "skip_invalid"]
     list_filter = ["organization", "required", "skip_invalid"]
     search_fields = ["source_field", "target_field", "mapping__name"]

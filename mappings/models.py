@@ -2,6 +2,8 @@
 
 import uuid
 
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from accounts.tenancy import TenantModel
@@ -90,6 +92,11 @@ class Mapping(TenantModel):
     )
     default_phone_country = models.CharField(max_length=2, default="US")
     filters = models.JSONField(default=list, blank=True)
+    batch_size = models.PositiveIntegerField(
+        default=100,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Records per page read and per bulk write. A failed call fails at most one batch.",
+    )
     schedule_type = models.CharField(max_length=10, choices=ScheduleType.choices, default=ScheduleType.NONE)
     schedule_interval_minutes = models.PositiveIntegerField(null=True, blank=True)
     schedule_cron = models.CharField(max_length=100, blank=True, default="")
@@ -108,6 +115,16 @@ class Mapping(TenantModel):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        # A mapping that crosses organizations would copy one tenant's records into another's system.
+        errors = {}
+        for name in ("source_connection", "target_connection"):
+            connection = getattr(self, name, None) if getattr(self, f"{name}_id") else None
+            if connection is not None and self.organization_id and connection.organization_id != self.organization_id:
+                errors[name] = f"“{connection}” belongs to another organization."
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def keeps_snapshots(self):
@@ -141,3 +158,16 @@ class FieldMapping(TenantModel):
 
     def __str__(self):
         return f"{self.source_field or '∅'} → {self.target_field}"
+
+    def clean(self):
+        # A typo in a transform name would otherwise surface only as a mapping error on every record of a run.
+        from mappings.transforms import validate_transforms
+
+        errors = {}
+        for name in ("transforms", "reverse_transforms"):
+            try:
+                validate_transforms(getattr(self, name) or [])
+            except ValidationError as exc:
+                errors[name] = exc.messages
+        if errors:
+            raise ValidationError(errors)

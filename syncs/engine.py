@@ -215,7 +215,7 @@ class RunExecutor:
         self.org = run.organization
         self.strategy = self.mapping.error_strategy
         self.dry_run = run.is_test
-        self.page_size = int(run.options.get("page_size") or settings.RESYNC_PAGE_SIZE)
+        self.page_size = int(run.options.get("page_size") or self.mapping.batch_size)
         self.sample_limit = run.options.get("sample_size")
         self.stopped = False
         self.batch_errors = 0
@@ -262,6 +262,10 @@ class RunExecutor:
         mapping = self.mapping
         source_conn, target_conn = mapping.source_connection, mapping.target_connection
         for connection in (source_conn, target_conn):
+            # Re-checked in the worker: a task only carries ids, and a crossed mapping must never move data.
+            if connection.organization_id != self.org.pk or mapping.organization_id != self.org.pk:
+                raise ConnectorError(ErrorCategory.PERMISSION, "The mapping uses a connection of another organization",
+                                     code="cross_tenant", retryable=False)
             if connection.status != ConnectionStatus.ACTIVE:
                 needs_reauth = connection.status == ConnectionStatus.NEEDS_REAUTH
                 raise ConnectorError(

@@ -13,6 +13,7 @@ from accounts.models import Membership, Organization, Role
 from integrations.crypto import CredentialsDecryptionError
 from integrations.models import Connection, SandboxRecord
 from mappings.models import ErrorStrategy, LoggingLevel, Mapping, ScheduleType, WriteMode
+from syncs.schedules import mapping_schedule_sync
 
 USERNAME = "demo"
 PASSWORD = "resync-demo"
@@ -22,11 +23,12 @@ CRM = "CRM (sandbox)"
 
 CONNECTIONS = {
     SHOP: {"credentials": {"api_key": "demo-shop-key"}, "config": {}},
-    # A flaky, rate-limited target: every fifth call is a 429 and about one in twelve a 503.
+    # A flaky, rate-limited target: every seventh call is a 429 and about one in twenty a 503. The mappings
+    # write in batches of 10, so a failed call costs one batch, as with a real API.
     CRM: {
         "credentials": {"api_key": "demo-crm-key"},
         "config": {
-            "faults": {"seed": 7, "rate_limit_every": 5, "retry_after": 30, "failure_rate": 0.08, "failure_kind": "503"}
+            "faults": {"seed": 7, "rate_limit_every": 7, "retry_after": 30, "failure_rate": 0.05, "failure_kind": "503"}
         },
     },
 }
@@ -183,6 +185,7 @@ MAPPINGS = [
             "auto_fix": False,
             "logging_level": LoggingLevel.ERRORS,
             "default_phone_country": "US",
+            "batch_size": 10,
             "schedule_type": ScheduleType.INTERVAL,
             "schedule_interval_minutes": 15,
             "filters": [{"field": "email", "op": "empty", "reason": "No email address: nothing to match on"}],
@@ -211,6 +214,7 @@ MAPPINGS = [
             "auto_fix": True,
             "logging_level": LoggingLevel.ALL,
             "default_phone_country": "US",
+            "batch_size": 10,
             "schedule_type": ScheduleType.NONE,
             "schedule_interval_minutes": None,
             "filters": [],
@@ -325,4 +329,5 @@ class Command(BaseCommand):
             wanted.add(target_field)
         # Field mappings added by hand since the last run go, so the demo mapping is the documented one.
         mapping.field_mappings.exclude(target_field__in=wanted).delete()
+        mapping_schedule_sync(mapping=mapping)
         self.report(f"Mapping {mapping.name} with {len(wanted)} field mappings", created)
