@@ -21,10 +21,10 @@ run: install
 	@echo "Resync is starting on http://127.0.0.1:8000/  (admin: http://127.0.0.1:8000/admin/)"
 	@echo "Log in as demo / resync-demo. Ctrl-C stops the web server and the worker."
 	@echo ""
-	@trap 'kill 0' INT TERM; \
-	$(PYTHON) manage.py qcluster & \
-	$(PYTHON) manage.py runserver 127.0.0.1:8000 --noreload & \
-	wait
+	@bash -c '$(PYTHON) manage.py qcluster & worker=$$!; \
+		$(PYTHON) manage.py runserver 127.0.0.1:8000 --noreload & web=$$!; \
+		trap "kill -TERM $$web $$worker 2>/dev/null; wait" INT TERM EXIT; \
+		wait -n'
 
 test: install
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,10 @@
 """Mapping schedules become django-q2 schedules, and a scheduled tick queues a run."""
 
+from datetime import timedelta
+
 import pytest
+import time_machine
+from django.utils import timezone
 from django_q.models import Schedule
 
 from syncs.models import SyncRun, Trigger
@@ -56,3 +60,24 @@ def test_a_tick_for_an_inactive_mapping_queues_nothing(make_mapping):
     run_scheduled_mapping(mapping.pk)
 
     assert not SyncRun.objects.exists()
+
+
+@time_machine.travel("2026-11-22 12:00:00+00:00", tick=False)
+def test_a_new_schedule_first_fires_one_interval_from_now_and_keeps_its_time_when_saved_again(make_mapping):
+    mapping = make_mapping(schedule_type="interval", schedule_interval_minutes=15)
+
+    first = mapping_schedule_sync(mapping=mapping)
+    assert first.next_run == timezone.now() + timedelta(minutes=15)
+
+    with time_machine.travel("2026-11-22 12:05:00+00:00", tick=False):
+        again = mapping_schedule_sync(mapping=mapping)
+    assert again.next_run == first.next_run
+
+
+@time_machine.travel("2026-11-22 12:10:00+00:00", tick=False)
+def test_a_cron_schedule_first_fires_at_its_next_cron_time(make_mapping):
+    mapping = make_mapping(schedule_type="cron", schedule_cron="0 * * * *")
+
+    schedule = mapping_schedule_sync(mapping=mapping)
+
+    assert schedule.next_run.isoformat() == "2026-11-22T13:00:00+00:00"
