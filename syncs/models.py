@@ -3,6 +3,7 @@
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 from accounts.tenancy import TenantModel
 from integrations.errors import Durability, ErrorCategory
@@ -90,6 +91,7 @@ class BatchStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     PARTIALLY_FAILED = "partially_failed", "Partially failed"
     FAILED = "failed", "Failed"
+    RECOVERED = "recovered", "Recovered by a later run"
 
 
 class SyncBatch(TenantModel):
@@ -107,6 +109,10 @@ class SyncBatch(TenantModel):
     max_modified_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)
+    # In a retry-failures run: the failed batch of an earlier run that this batch fetches again.
+    source_batch = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -134,11 +140,18 @@ class ErrorStatus(models.TextChoices):
     RETRY_SCHEDULED = "retry_scheduled", "Retry scheduled"
     RETRYING = "retrying", "Retrying"
     IN_REVIEW = "in_review", "In review"
+    EXHAUSTED = "exhausted", "Retries exhausted"
     RESOLVED = "resolved", "Resolved"
     IGNORED = "ignored", "Ignored"
 
 
-UNRESOLVED_ERROR_STATUSES = (ErrorStatus.OPEN, ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING, ErrorStatus.IN_REVIEW)
+UNRESOLVED_ERROR_STATUSES = (
+    ErrorStatus.OPEN,
+    ErrorStatus.RETRY_SCHEDULED,
+    ErrorStatus.RETRYING,
+    ErrorStatus.IN_REVIEW,
+    ErrorStatus.EXHAUSTED,
+)
 
 
 class Resolution(models.TextChoices):
@@ -184,7 +197,15 @@ class RecordError(TenantModel):
     next_retry_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolution = models.CharField(max_length=30, choices=Resolution.choices, blank=True, default="")
+    # Set by the one caller whose conditional update claimed this error for a retry (see syncs.recovery).
+    claim_token = models.UUIDField(null=True, blank=True, db_index=True)
+    last_retried_at = models.DateTimeField(null=True, blank=True)
+    # The transformed record as corrected by an operator in the review queue; a retry writes it as is.
+    edited_payload = models.JSONField(null=True, blank=True)
     fingerprint = models.CharField(max_length=40, db_index=True)
+    # When this record first failed: carried forward when a later run's error supersedes this one, so
+    # resolution time counts from the first failure, not the last.
+    first_seen_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
