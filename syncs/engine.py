@@ -33,6 +33,7 @@ from mappings.validation import validate_payload
 from syncs.events import log_event
 from syncs.models import (
     COUNT_FIELDS,
+    UNRESOLVED_ERROR_STATUSES,
     BatchStatus,
     ErrorLevel,
     ErrorStatus,
@@ -45,6 +46,7 @@ from syncs.models import (
     SyncRun,
     Trigger,
 )
+from syncs.recovery import error_routing, sync_run_after_finish
 
 FORWARD, REVERSE = "forward", "reverse"
 FINISHED_BATCH_STATUSES = (BatchStatus.SUCCEEDED, BatchStatus.PARTIALLY_FAILED, BatchStatus.FAILED)
@@ -203,6 +205,10 @@ class Item:
     action: str | None = None  # create / update
     warnings: list = dataclasses.field(default_factory=list)
     done: bool = False
+    # Replays: the operator's corrected payload (written as is, after validation), and when the record failed
+    # (a target record modified after that is not overwritten without force).
+    preset_payload: dict | None = None
+    failed_at: datetime | None = None
 
 
 # --- the executor ---------------------------------------------------------------------------------------------------
@@ -221,12 +227,25 @@ class RunExecutor:
         self.batch_errors = 0
         self.conflicted_links = set()
         self.plan = []
+        options = run.options
+        # A replay run processes named failed batches, errors or records instead of the cursor's delta.
+        self.replay = bool(options.get("errors") or options.get("batches") or options.get("records"))
+        self.force = bool(options.get("force"))
 
     def record_plan(self, item, action, **extra):
-        """Test runs report, per record, what a real run would do."""
-        if self.dry_run:
-            self.plan.append({"record_id": item.record.id, "action": action, "payload": scrub(item.payload),
-                              "warnings": [w.message for w in item.warnings], **extra})
+        """Test runs report, per record, what a real run would do, next to the target's current values."""
+        if not self.dry_run:
+            return
+        entry = {"record_id": item.record.id, "action": action, "payload": scrub(item.payload),
+                 "warnings": [w.message for w in item.warnings], "target_id": item.far_id, **extra}
+        if item.far_record is not None:
+            current = scrub(item.far_record.data)
+            entry["current"] = current
+            entry["changes"] = {
+                field: {"current": current.get(field), "new": value}
+                for field, value in scrub(item.payload or {}).items() if current.get(field) != value
+            }
+        self.plan.append(entry)
 
     # lifecycle ---------------------------------------------------------------------------------------------
 
@@ -341,6 +360,9 @@ class RunExecutor:
     # reading ----------------------------------------------------------------------------------------------------
 
     def run_pass(self, sync_pass):
+        if self.replay:
+            self.replay_pass(sync_pass)
+            return
         cursor = self.run.cursor_from if sync_pass.direction == FORWARD else self.run.options.get("reverse_cursor_from")
         if isinstance(cursor, str):
             cursor = datetime.fromisoformat(cursor)
@@ -399,15 +421,137 @@ class RunExecutor:
                 return
             token = next_token
 
-    def batch_failed(self, batch, exc, sync_pass):
+    def replay_pass(self, sync_pass):
+        """Fetch failed batches again by their page token, and replay loose failing records (safe replay)."""
+        options, direction = self.run.options, sync_pass.direction
+        units = [
+            ("batch", batch) for batch in SyncBatch.objects.for_org(self.org).filter(
+                pk__in=options.get("batches") or [], direction=direction, run__mapping=self.mapping,
+            ).select_related("run").order_by("pk")
+        ]
+        refs = {}
+        errors = RecordError.objects.for_org(self.org).filter(
+            pk__in=options.get("errors") or [], level=ErrorLevel.RECORD, direction=direction, mapping=self.mapping,
+        ).order_by("pk")
+        for error in errors:
+            refs.setdefault(error.source_record_id, error)
+        if direction == FORWARD:
+            for record_id in options.get("records") or []:
+                refs.setdefault(str(record_id), None)
+        loose = list(refs.items())
+        units += [("records", loose[i:i + self.page_size]) for i in range(0, len(loose), self.page_size)]
+        finished = set(SyncBatch.objects.filter(
+            run=self.run, direction=direction, status__in=FINISHED_BATCH_STATUSES
+        ).values_list("sequence", flat=True))
+        self.batch_errors += SyncBatch.objects.filter(
+            run=self.run, direction=direction, status=BatchStatus.FAILED, record_count=0
+        ).count()
+        for sequence, (kind, unit) in enumerate(units, start=1):
+            if sequence in finished:
+                continue  # done by an earlier (killed) attempt of this run
+            if self.stopped:
+                return
+            batch, _ = SyncBatch.objects.update_or_create(
+                run=self.run, direction=direction, sequence=sequence,
+                defaults={
+                    "organization": self.org, "status": BatchStatus.RUNNING, "attempts": 1, "counts": {},
+                    "page_token": unit.page_token if kind == "batch" else "", "error": "", "record_count": 0,
+                    "source_batch": unit if kind == "batch" else None, "started_at": timezone.now(),
+                    "heartbeat_at": timezone.now(),
+                },
+            )
+            RecordError.objects.filter(batch=batch).delete()
+            if kind == "batch":
+                self.replay_batch(sync_pass, batch, unit)
+            else:
+                records, info, failures = self.load_replay_records(sync_pass, unit)
+                batch.record_count = len(records) + len(failures)
+                self.process_batch(sync_pass, batch, records, replay_info=info, failures=failures)
+
+    def replay_batch(self, sync_pass, batch, original):
+        cursor = original.run.cursor_from if sync_pass.direction == FORWARD else (
+            original.run.options.get("reverse_cursor_from"))
+        if isinstance(cursor, str):
+            cursor = datetime.fromisoformat(cursor)
+        try:
+            page = sync_pass.near.read_page(sync_pass.near_object, page_token=original.page_token or None,
+                                            modified_since=cursor, page_size=self.page_size)
+        except ConnectorError as exc:
+            self.batch_failed(batch, exc, sync_pass, retrying=original)
+            return
+        batch.record_count = len(page.records)
+        self.process_batch(sync_pass, batch, page.records)
+        if not self.dry_run:
+            self.batch_recovered(original)
+
+    def batch_recovered(self, original):
+        """The page loads now: the failed batch (and the batches it was a retry of) are recovered."""
+        now = timezone.now()
+        chain, batch = [], original
+        while batch is not None and batch.pk not in chain:
+            chain.append(batch.pk)
+            batch = batch.source_batch
+        SyncBatch.objects.filter(pk__in=chain, status=BatchStatus.FAILED).update(status=BatchStatus.RECOVERED)
+        RecordError.objects.filter(batch_id__in=chain, level=ErrorLevel.BATCH).exclude(
+            status__in=(ErrorStatus.RESOLVED, ErrorStatus.IGNORED)
+        ).update(status=ErrorStatus.RESOLVED, resolved_at=now, next_retry_at=None, updated_at=now,
+                 resolution=self.run.options.get("resolution") or Resolution.REPLAY)
+
+    def load_replay_records(self, sync_pass, refs):
+        """Records to replay: fetched fresh where the connector can, else from their snapshots."""
+        info, records, failures = {}, [], []
+        fresh, fetch_error = {}, None
+        if sync_pass.near.supports_fetch:
+            try:
+                fresh = sync_pass.near.fetch(sync_pass.near_object, [record_id for record_id, _error in refs])
+            except ConnectorError as exc:
+                fetch_error = exc
+        for record_id, error in refs:
+            snapshot = (error.snapshot_before or {}) if error is not None else {}
+            placeholder = SourceRecord(id=record_id, data={k: v for k, v in snapshot.items() if k != "id"})
+            info[record_id] = (error.edited_payload if error is not None else None,
+                               error.first_seen_at if error is not None else None)
+            if fetch_error is not None:
+                failures.append((placeholder, fetch_error))
+            elif record_id in fresh:
+                records.append(fresh[record_id])
+            elif sync_pass.near.supports_fetch:
+                failures.append((placeholder, ConnectorError(
+                    ErrorCategory.NOT_FOUND, f"Record {record_id} no longer exists in {sync_pass.near_object}",
+                    code="source_deleted", retryable=False)))
+            elif snapshot:
+                records.append(placeholder)
+            else:
+                from syncs.recovery import NO_SNAPSHOT_MESSAGE
+
+                failures.append((placeholder, ConnectorError(
+                    ErrorCategory.MAPPING, NO_SNAPSHOT_MESSAGE, code="no_snapshot", retryable=False)))
+        return records, info, failures
+
+    def batch_failed(self, batch, exc, sync_pass, retrying=None):
         self.batch_errors += 1
         batch.status = BatchStatus.FAILED
         batch.error = exc.message
         batch.finished_at = timezone.now()
         batch.save()
+        if self.dry_run:
+            self.plan.append({"batch": batch.sequence, "page_token": batch.page_token, "action": "failed",
+                              "errors": [exc.message]})
+            return
         error = self.new_error(
             exc, level=ErrorLevel.BATCH, batch=batch, direction=sync_pass.direction, record=None, payload=None
         )
+        if retrying is not None:
+            # The same page failed again: this error takes over from the one being retried, attempts and all.
+            previous = RecordError.objects.filter(batch=retrying, level=ErrorLevel.BATCH).order_by("-pk").first()
+            if previous is not None:
+                error.attempts = previous.attempts + 1
+                error.first_seen_at = previous.first_seen_at
+                RecordError.objects.filter(pk=previous.pk).update(
+                    status=ErrorStatus.RESOLVED, resolution=Resolution.SUPERSEDED, resolved_at=timezone.now(),
+                    next_retry_at=None,
+                )
+        self.route(error)
         error.save()
         log_event("batch_failed", level=logging.ERROR, run_id=self.run.pk, batch=batch.sequence,
                   page_token=batch.page_token, sync_target=sync_pass.near_object, error_type=exc.category.value,
@@ -417,7 +561,7 @@ class RunExecutor:
 
     # per batch ---------------------------------------------------------------------------------------------
 
-    def process_batch(self, sync_pass, batch, records):
+    def process_batch(self, sync_pass, batch, records, *, replay_info=None, failures=()):
         outcome = BatchOutcome(self, sync_pass, batch)
         links = {
             sync_pass.link_key(link): link
@@ -428,7 +572,11 @@ class RunExecutor:
             )
         }
         items = [Item(record=record, link=links.get(record.id)) for record in records]
-        outcome.counts["read"] = len(items)
+        for item in items:
+            item.preset_payload, item.failed_at = (replay_info or {}).get(item.record.id, (None, None))
+        outcome.counts["read"] = len(items) + len(failures)
+        for record, exc in failures:
+            outcome.fail(Item(record=record, link=links.get(record.id)), [exc])
         # Fail fast writes one record at a time, so that nothing after the first error is written.
         chunk_size = 1 if self.strategy == ErrorStrategy.FAIL_FAST else max(len(items), 1)
         for start in range(0, len(items), chunk_size):
@@ -448,6 +596,9 @@ class RunExecutor:
         live = [item for item in items if not item.done]
         self.match(sync_pass, live, outcome)
         live = [item for item in live if not item.done]
+        if self.replay and not self.force:
+            self.detect_target_changes(sync_pass, live, outcome)
+            live = [item for item in live if not item.done]
         if self.mapping.direction == Direction.TWO_WAY:
             self.detect_conflicts(sync_pass, live, outcome)
             live = [item for item in live if not item.done]
@@ -455,6 +606,9 @@ class RunExecutor:
 
     def prepare(self, sync_pass, item, outcome):
         record, link = item.record, item.link
+        if item.preset_payload is not None:
+            self.prepare_preset(sync_pass, item, outcome)
+            return
         reason = filter_reason(self.mapping.filters if sync_pass.direction == FORWARD else (), record.data)
         if reason:
             outcome.ignore(item, reason)
@@ -486,10 +640,28 @@ class RunExecutor:
         if problems:
             outcome.fail(item, problems)
             return
+        if not self.validate(sync_pass, item, outcome, auto_fix=self.mapping.auto_fix):
+            return
+        if link is not None and link.status == LinkStatus.SYNCED and link.target_record_id:
+            far_hash = record_hash(item.payload, sync_pass.far_fields)
+            if sync_pass.link_far_hash(link) == far_hash:
+                outcome.unchanged(item, near_hash=near_hash)
+                return
+        if link is not None and sync_pass.link_far_id(link):
+            item.far_id = sync_pass.link_far_id(link)
+
+    def prepare_preset(self, sync_pass, item, outcome):
+        """An operator's corrected record skips filters and transforms, but not validation."""
+        item.payload = dict(item.preset_payload)
+        if self.validate(sync_pass, item, outcome, auto_fix=False) and item.link is not None:
+            item.far_id = sync_pass.link_far_id(item.link) or None
+
+    def validate(self, sync_pass, item, outcome, *, auto_fix):
+        """Validate item.payload against the far schema; False (and the record failed) when it does not fit."""
         result = validate_payload(
-            payload,
+            item.payload,
             sync_pass.far_schema,
-            auto_fix=self.mapping.auto_fix,
+            auto_fix=auto_fix,
             phone_country=self.mapping.default_phone_country,
             defaults={r.far_field: r.default for r in sync_pass.rules if r.default is not None},
             required_fields=[r.far_field for r in sync_pass.rules if r.required],
@@ -510,14 +682,8 @@ class RunExecutor:
                 errors.append(error)
         if errors:
             outcome.fail(item, errors)
-            return
-        if link is not None and link.status == LinkStatus.SYNCED and link.target_record_id:
-            far_hash = record_hash(item.payload, sync_pass.far_fields)
-            if sync_pass.link_far_hash(link) == far_hash:
-                outcome.unchanged(item, near_hash=near_hash)
-                return
-        if link is not None and sync_pass.link_far_id(link):
-            item.far_id = sync_pass.link_far_id(link)
+            return False
+        return True
 
     def match(self, sync_pass, items, outcome):
         """Find the far record of records without a link, by the match keys (one lookup call per key)."""
@@ -620,6 +786,34 @@ class RunExecutor:
             field=sync_pass.match_keys[0][1] if sync_pass.match_keys else "",
         )
 
+    def detect_target_changes(self, sync_pass, items, outcome):
+        """Safe replay: a far record modified after the failure is not overwritten without force."""
+        candidates = [item for item in items if item.action == WriteAction.UPDATE and item.far_id
+                      and item.failed_at is not None]
+        if not candidates:
+            return
+        missing = [item.far_id for item in candidates if item.far_record is None]
+        try:
+            current = sync_pass.far.fetch(sync_pass.far_object, missing) if missing else {}
+        except ConnectorError as exc:
+            for item in candidates:
+                outcome.fail(item, [exc])
+            return
+        for item in candidates:
+            far_record = item.far_record or current.get(item.far_id)
+            if far_record is None:
+                continue
+            item.far_record = far_record
+            if far_record.modified_at and far_record.modified_at > item.failed_at:
+                outcome.fail(item, [ConnectorError(
+                    ErrorCategory.CONFLICT,
+                    f"{sync_pass.far_object} record {item.far_id} changed after this record failed; "
+                    "replaying would overwrite that change. Retry with force to overwrite it.",
+                    code="target_changed", retryable=False,
+                    detail=f"failed at {item.failed_at.isoformat()}, target modified at "
+                           f"{far_record.modified_at.isoformat()}",
+                )], force_status=ErrorStatus.IN_REVIEW)
+
     def detect_conflicts(self, sync_pass, items, outcome):
         """Two-way: a record changed on both sides since the last sync is a conflict, settled by the policy."""
         linked = [item for item in items if item.link is not None and item.link.status == LinkStatus.SYNCED
@@ -663,6 +857,13 @@ class RunExecutor:
         if not items:
             return
         if self.dry_run:
+            unseen = [item for item in items if item.action == WriteAction.UPDATE and item.far_record is None]
+            if unseen:
+                # A preview shows what would change: the far side's current values, best effort.
+                with contextlib.suppress(ConnectorError, NotImplementedError):
+                    current = sync_pass.far.fetch(sync_pass.far_object, [item.far_id for item in unseen])
+                    for item in unseen:
+                        item.far_record = current.get(item.far_id)
             for item in items:
                 outcome.planned(item)
             return
@@ -729,12 +930,13 @@ class RunExecutor:
 
     # errors and finish ---------------------------------------------------------------------------------------------
 
-    def new_error(self, exc, *, level, batch, direction, record, payload, force_status=None, previous_attempts=0):
+    def new_error(self, exc, *, level, batch, direction, record, payload, force_status=None):
+        """An unsaved RecordError; record and batch errors get their status from route() once attempts are known."""
         mapping = self.mapping
         keep_snapshot = mapping.logging_level == LoggingLevel.ALL or (
             mapping.logging_level == LoggingLevel.ERRORS and level in (ErrorLevel.RECORD, ErrorLevel.BATCH)
         )
-        status, next_retry_at, retry_after_until = ErrorStatus.OPEN, None, None
+        status, retry_after_until = force_status or ErrorStatus.OPEN, None
         now = timezone.now()
         if exc.retry_after:
             retry_after_until = now + timedelta(seconds=float(exc.retry_after))
@@ -742,15 +944,6 @@ class RunExecutor:
             status = ErrorStatus.RESOLVED
         elif level == ErrorLevel.IGNORED:
             status = ErrorStatus.IGNORED
-        elif force_status:
-            status = force_status
-        elif self.strategy == ErrorStrategy.MANUAL_REVIEW and level == ErrorLevel.RECORD:
-            status = ErrorStatus.IN_REVIEW
-        elif self.strategy == ErrorStrategy.RETRY and exc.retryable:
-            next_retry_at = next_retry_time(mapping, attempts=previous_attempts, now=now,
-                                            retry_after_until=retry_after_until)
-            if next_retry_at is not None:
-                status = ErrorStatus.RETRY_SCHEDULED
         secrets = _credential_values(self.mapping)
         return RecordError(
             organization=self.org,
@@ -770,8 +963,6 @@ class RunExecutor:
             snapshot_before=scrub({"id": record.id, **record.data}) if (keep_snapshot and record) else None,
             snapshot_after=scrub(payload) if (keep_snapshot and payload is not None) else None,
             status=status,
-            attempts=previous_attempts,
-            next_retry_at=next_retry_at,
             retry_after_until=retry_after_until,
             resolved_at=now if status in (ErrorStatus.RESOLVED, ErrorStatus.IGNORED) else None,
             resolution={
@@ -780,7 +971,14 @@ class RunExecutor:
             }.get(level, ""),
             fingerprint=error_fingerprint(mapping_id=mapping.pk, category=exc.category.value, code=exc.code,
                                           field=exc.field),
+            first_seen_at=now,
         )
+
+    def route(self, error, *, forced=False):
+        """The strategy's verdict on a record or batch error: open, retry scheduled, exhausted, in review."""
+        if forced or error.level not in (ErrorLevel.RECORD, ErrorLevel.BATCH):
+            return
+        error.status, error.next_retry_at = error_routing(mapping=self.mapping, error=error, now=timezone.now())
 
     def system_error(self, exc):
         self.run.system_error = exc.message
@@ -813,9 +1011,17 @@ class RunExecutor:
             run.status = RunStatus.SUCCEEDED
         if self.dry_run:
             run.options = {**run.options, "plan": self.plan}
-        leaves_nothing_behind = run.status == RunStatus.SUCCEEDED
+        # The cursor moves only after a full read that left nothing behind: never after a replay or a sample.
+        moves_cursor = (run.status == RunStatus.SUCCEEDED and not self.dry_run and not self.replay
+                        and not self.sample_limit and run.trigger in CURSOR_TRIGGERS)
         with transaction.atomic():
-            if leaves_nothing_behind and not self.dry_run and run.trigger in CURSOR_TRIGGERS:
+            if not self.dry_run and not run.system_error:
+                # This run got past the connection checks: earlier system errors of the mapping are over.
+                RecordError.objects.filter(
+                    mapping=self.mapping, level=ErrorLevel.SYSTEM, status__in=UNRESOLVED_ERROR_STATUSES
+                ).exclude(run=run).update(status=ErrorStatus.RESOLVED, resolution=Resolution.FIXED,
+                                          resolved_at=run.finished_at, updated_at=run.finished_at)
+            if moves_cursor:
                 mapping = Mapping.objects.select_for_update().get(pk=self.mapping.pk)
                 update = ["last_successful_sync_at", "updated_at"]
                 mapping.last_successful_sync_at = run.finished_at
@@ -832,20 +1038,7 @@ class RunExecutor:
             run_id=run.pk, mapping=self.mapping.name, status=run.status, counts=run.counts(),
             sync_target=self.mapping.target_connection.name,
         )
-
-
-def next_retry_time(mapping, *, attempts, now, retry_after_until=None):
-    """When the next automatic retry of an error with `attempts` retries behind it is due, or None if exhausted.
-
-    Never sooner than the Retry-After the target asked for.
-    """
-    schedule = mapping.retry_schedule or [60, 300, 1800]
-    if attempts >= mapping.max_retries:
-        return None
-    due = now + timedelta(seconds=schedule[min(attempts, len(schedule) - 1)])
-    if retry_after_until and retry_after_until > due:
-        due = retry_after_until
-    return due
+        sync_run_after_finish(run)
 
 
 def _credential_values(mapping):
@@ -871,7 +1064,7 @@ class BatchOutcome:
         self.succeeded_ids = []
         self.failed_ids = []
         self.error_for_link = {}
-        self.previous_attempts = {}
+        self.previous = {}  # source record id -> (attempts, first seen) of its earlier unresolved errors
 
     def _link(self, item):
         link = item.link
@@ -961,6 +1154,7 @@ class BatchOutcome:
                 problem, level=ErrorLevel.RECORD, batch=self.batch, direction=self.sync_pass.direction,
                 record=item.record, payload=item.payload, force_status=force_status,
             )
+            error.forced_status = force_status is not None
             self.errors.append(error)
             self.error_for_link.setdefault(item.record.id, error)
         self.executor.record_plan(item, "failed", errors=[p.message for p in problems])
@@ -974,18 +1168,13 @@ class BatchOutcome:
         with transaction.atomic():
             if not executor.dry_run:
                 self._supersede_and_resolve(now)
-            for error in self.errors:
-                if error.level == ErrorLevel.RECORD:
-                    error.attempts = self.previous_attempts.get(error.source_record_id, 0)
-                    if error.status == ErrorStatus.RETRY_SCHEDULED:
-                        error.next_retry_at = next_retry_time(
-                            executor.mapping, attempts=error.attempts, now=now,
-                            retry_after_until=error.retry_after_until,
-                        )
-                        if error.next_retry_at is None:
-                            error.status = ErrorStatus.OPEN
-            RecordError.objects.bulk_create(self.errors)
-            if not executor.dry_run:
+                for error in self.errors:
+                    if error.level == ErrorLevel.RECORD:
+                        error.attempts, first_seen = self.previous.get(error.source_record_id, (0, None))
+                        error.first_seen_at = first_seen or error.first_seen_at
+                        executor.route(error, forced=getattr(error, "forced_status", False))
+                # Test runs keep their errors in the plan only: they must not reach the dashboard or analytics.
+                RecordError.objects.bulk_create(self.errors)
                 self._save_links()
             batch.counts = self.counts
             batch.status = (
@@ -1012,28 +1201,29 @@ class BatchOutcome:
         """Close the earlier unresolved errors of the records this batch settled, carrying attempts forward."""
         executor = self.executor
         touched = set(self.succeeded_ids) | set(self.failed_ids)
-        self.previous_attempts = {}
+        self.previous = {}
         if not touched:
             return
         earlier = RecordError.objects.for_org(executor.org).filter(
             mapping=executor.mapping, direction=self.sync_pass.direction, source_record_id__in=touched,
-            level=ErrorLevel.RECORD, status__in=(ErrorStatus.OPEN, ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING,
-                                                 ErrorStatus.IN_REVIEW),
+            level=ErrorLevel.RECORD, status__in=UNRESOLVED_ERROR_STATUSES,
         ).exclude(run=executor.run)
-        rows = list(earlier.values("pk", "source_record_id", "attempts", "status"))
+        rows = list(earlier.values("pk", "source_record_id", "attempts", "status", "first_seen_at"))
+        # A retry or replay that fails again counts as one more attempt of the error it retried.
+        bump = 1 if executor.run.trigger in (Trigger.RETRY, Trigger.REPLAY) else 0
         for row in rows:
             if row["source_record_id"] in self.failed_ids:
-                # A retry of a scheduled error counts as an attempt of it.
-                bump = 1 if executor.run.trigger in (Trigger.RETRY, Trigger.REPLAY) else 0
-                self.previous_attempts[row["source_record_id"]] = max(
-                    self.previous_attempts.get(row["source_record_id"], 0), row["attempts"] + bump
+                attempts, first_seen = self.previous.get(row["source_record_id"], (0, row["first_seen_at"]))
+                self.previous[row["source_record_id"]] = (
+                    max(attempts, row["attempts"] + bump), min(first_seen, row["first_seen_at"])
                 )
         succeeded = set(self.succeeded_ids)
+        chosen = executor.run.options.get("resolution")
         auto = [r["pk"] for r in rows if r["source_record_id"] in succeeded
-                and r["status"] in (ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING)]
+                and (chosen or r["status"] in (ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING))]
         fixed = [r["pk"] for r in rows if r["source_record_id"] in succeeded and r["pk"] not in set(auto)]
         superseded = [r["pk"] for r in rows if r["source_record_id"] not in succeeded]
-        for pks, resolution in ((auto, Resolution.AUTO_RETRY), (fixed, Resolution.FIXED),
+        for pks, resolution in ((auto, chosen or Resolution.AUTO_RETRY), (fixed, Resolution.FIXED),
                                 (superseded, Resolution.SUPERSEDED)):
             if pks:
                 RecordError.objects.filter(pk__in=pks).update(

@@ -96,6 +96,9 @@ class Connector:
     label = ""
     # Whether read_page accepts modified_since (delta reads). Without it every run reads everything.
     supports_modified_since = True
+    # Whether fetch() works: safe replay re-fetches a failed record before replaying it; without it a retry
+    # has only the record's snapshot.
+    supports_fetch = False
 
     def __init__(self, connection):
         self.connection = connection

@@ -282,6 +282,7 @@ class SandboxConnector(Connector):
 
     label = "Sandbox"
     supports_modified_since = True
+    supports_fetch = True
 
     # -- the simulated wire ------------------------------------------------------------------------------------
 

@@ -94,7 +94,7 @@ def test_a_retry_run_that_fails_again_counts_an_attempt_and_stops_after_the_last
     run_mapping(mapping, trigger="retry")
     exhausted = RecordError.objects.filter(level=ErrorLevel.RECORD).order_by("pk").last()
     assert exhausted.attempts == 2
-    assert exhausted.status == ErrorStatus.OPEN
+    assert exhausted.status == ErrorStatus.EXHAUSTED
     assert exhausted.next_retry_at is None
     # Earlier rows of the same record are closed, so one open error stands for the record.
     assert RecordError.objects.filter(level=ErrorLevel.RECORD).exclude(status=ErrorStatus.RESOLVED).count() == 1
