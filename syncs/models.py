@@ -71,6 +71,8 @@ class SyncRun(TenantModel):
         ordering = ["-queued_at", "-id"]
         indexes = [
             models.Index(fields=["organization", "-queued_at"], name="run_org_recent_idx"),
+            # Analytics: error rate and success rate per target select runs by when they finished.
+            models.Index(fields=["organization", "finished_at"], name="run_org_finished_idx"),
             models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat_idx"),
         ]
 
@@ -216,6 +218,11 @@ class RecordError(TenantModel):
             models.Index(fields=["organization", "status", "-created_at"], name="error_org_status_idx"),
             models.Index(fields=["status", "next_retry_at"], name="error_due_retry_idx"),
             models.Index(fields=["mapping", "source_record_id"], name="error_mapping_record_idx"),
+            # Analytics windows: errors by category/code and the trend, resolution time, retry success.
+            models.Index(fields=["organization", "level", "created_at"], name="error_org_level_created_idx"),
+            models.Index(fields=["organization", "resolved_at"], name="error_org_resolved_idx"),
+            models.Index(fields=["organization", "last_retried_at"], name="error_org_retried_idx"),
+            models.Index(fields=["organization", "fingerprint", "status"], name="error_org_group_idx"),
         ]
 
     def __str__(self):
