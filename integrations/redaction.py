@@ -18,13 +18,18 @@ SECRET_IN_TEXT = re.compile(
 )
 
 
+# Keys that look secret to the pattern but are not: paging cursors are needed to fetch a failed batch again.
+NOT_SECRET_KEYS = {"page_token", "next_page_token"}
+
+
+def _is_secret_key(key):
+    return isinstance(key, str) and key.lower() not in NOT_SECRET_KEYS and bool(SECRET_KEY_PATTERN.search(key))
+
+
 def scrub(value):
     """A copy of `value` with the values of secret-looking keys replaced, recursively."""
     if isinstance(value, dict):
-        return {
-            key: (REDACTED if isinstance(key, str) and SECRET_KEY_PATTERN.search(key) else scrub(item))
-            for key, item in value.items()
-        }
+        return {key: (REDACTED if _is_secret_key(key) else scrub(item)) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [scrub(item) for item in value]
     if isinstance(value, str):

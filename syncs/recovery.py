@@ -318,7 +318,9 @@ def chain_refresh_status(root):
     open_errors = RecordError.objects.filter(
         run__in=chain, level__in=RETRIABLE_LEVELS, status__in=UNRESOLVED_ERROR_STATUSES
     ).exists()
-    open_batches = SyncBatch.objects.filter(run__in=chain, status=BatchStatus.FAILED).exists()
+    # A failed batch with no records is a page that never loaded; one with records failed record by record,
+    # and those records are counted above.
+    open_batches = SyncBatch.objects.filter(run__in=chain, status=BatchStatus.FAILED, record_count=0).exists()
     if open_errors or open_batches:
         return False
     SyncRun.objects.filter(pk=root.pk).update(status=RunStatus.RECOVERED)

@@ -19,6 +19,8 @@ def sync_run_queue(*, mapping, trigger=Trigger.MANUAL, parent=None, is_test=Fals
     )
     if not is_test and trigger in (Trigger.SCHEDULE, Trigger.MANUAL) and (existing := active.first()):
         return existing
+    if trigger == Trigger.SCHEDULE and not mapping_can_run_on_schedule(mapping):
+        return None
     run = SyncRun.objects.create(
         organization=mapping.organization,
         mapping=mapping,
@@ -32,6 +34,16 @@ def sync_run_queue(*, mapping, trigger=Trigger.MANUAL, parent=None, is_test=Fals
     if enqueue:
         transaction.on_commit(lambda: async_task("syncs.tasks.run_sync", run.pk, task_name=f"sync-run-{run.pk}"))
     return run
+
+
+def mapping_can_run_on_schedule(mapping):
+    """Schedules stop while the mapping is paused or a connection needs attention (e.g. reauthentication)."""
+    from integrations.models import ConnectionStatus
+
+    return mapping.is_active and all(
+        connection.status == ConnectionStatus.ACTIVE
+        for connection in (mapping.source_connection, mapping.target_connection)
+    )
 
 
 def sync_runs_queue_for_org(*, organization, mapping_ids=None, trigger=Trigger.MANUAL, enqueue=True):
