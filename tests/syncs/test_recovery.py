@@ -51,7 +51,7 @@ def failing_target(make_connection):
     return make_connection("Down CRM", faults={"operations": ["write"], "failure_rate": 1.0, "failure_kind": "503"})
 
 
-# 1. the retry schedule -------------------------------------------------------------------------------------------
+# 1. the retry schedule
 
 
 @time_machine.travel(T0, tick=False)
@@ -153,7 +153,7 @@ def test_retry_policies_are_validated():
             recovery.validate_retry_policy(bad)
 
 
-# 2. automated replay ----------------------------------------------------------------------------------------------
+# 2. automated replay
 
 
 def test_automated_replay_retries_only_what_still_fails_up_to_n_attempts(make_mapping, make_connection, execute_queued):
@@ -189,7 +189,7 @@ def test_automated_replay_recovers_the_root_when_the_failure_was_ephemeral(make_
     assert len(records(target)) == 2
 
 
-# 3. retry failures chains -------------------------------------------------------------------------------------------
+# 3. retry failures chains
 
 
 def test_a_retry_failures_chain_of_three_runs_ends_in_recovered(make_mapping, make_connection, execute_queued):
@@ -211,7 +211,7 @@ def test_a_retry_failures_chain_of_three_runs_ends_in_recovered(make_mapping, ma
 
     # The source is repaired, and the bad record fixed at the source: the chain goes on from the second run.
     set_faults(source)
-    bad = [r for r in records(source) if r.data["last_name"] == ""][0]
+    bad = next(r for r in records(source) if r.data["last_name"] == "")
     change_record(source, "contacts", bad.external_id, {"last_name": "Fixed"})
     with execute_queued():
         third = recovery.sync_run_retry_failures(run=second)
@@ -236,7 +236,7 @@ def test_retry_failures_needs_a_run_with_failures(make_mapping):
         recovery.sync_run_retry_failures(run=run)
 
 
-# 4. retry one, selected, everything matching -----------------------------------------------------------------------
+# 4. retry one, selected, everything matching
 
 
 def test_a_bulk_retry_groups_errors_into_one_replay_run_per_mapping(make_mapping, failing_target, execute_queued):
@@ -299,7 +299,7 @@ def test_retrying_one_error_of_another_organization_finds_nothing(make_mapping, 
     assert record_errors().get().status == ErrorStatus.OPEN
 
 
-# 5. manual review ---------------------------------------------------------------------------------------------------
+# 5. manual review
 
 
 def test_the_review_queue_lists_records_in_review(make_mapping):
@@ -360,7 +360,7 @@ def test_ignoring_needs_a_reason_and_resolving_closes_the_error(make_mapping):
         recovery.error_resolve(error=second)
 
 
-# 6. safe replay --------------------------------------------------------------------------------------------------------
+# 6. safe replay
 
 
 def test_a_replay_uses_the_fresh_source_record_not_the_stale_snapshot(make_mapping, failing_target, execute_queued):
@@ -397,7 +397,7 @@ def target_changed_after_failure(make_mapping, make_connection):
 
 def test_a_replay_does_not_overwrite_a_target_record_changed_after_the_failure(target_changed_after_failure,
                                                                               execute_queued):
-    mapping, target, error = target_changed_after_failure
+    _mapping, target, error = target_changed_after_failure
 
     with execute_queued():
         recovery.error_retry(error=error)
@@ -409,7 +409,7 @@ def test_a_replay_does_not_overwrite_a_target_record_changed_after_the_failure(t
 
 
 def test_a_forced_replay_overwrites_the_changed_target_record(target_changed_after_failure, execute_queued):
-    mapping, target, error = target_changed_after_failure
+    _mapping, target, error = target_changed_after_failure
 
     with execute_queued():
         recovery.error_retry(error=error, force=True)
@@ -492,7 +492,7 @@ def test_a_batch_retry_works_by_refetching_even_with_logging_level_none(make_map
     assert run.status == RunStatus.RECOVERED
 
 
-# 7. re-sync ------------------------------------------------------------------------------------------------------
+# 7. re-
 
 
 def test_resync_of_one_record_and_of_every_unsynced_record(make_mapping, failing_target, execute_queued):
@@ -521,7 +521,7 @@ def test_resync_of_one_record_and_of_every_unsynced_record(make_mapping, failing
     assert len(records(failing_target)) == 3
 
 
-# 8. test sync --------------------------------------------------------------------------------------------------------
+# 8. test sync
 
 
 def test_a_test_sync_plans_a_sample_and_writes_nothing(make_mapping):
@@ -557,7 +557,7 @@ def test_a_test_sync_can_write_just_its_sample(make_mapping):
     assert mapping.source_cursor is None
 
 
-# 9. error groups -----------------------------------------------------------------------------------------------------
+# 9. error groups
 
 
 def test_errors_are_grouped_by_fingerprint(make_mapping):
@@ -603,7 +603,7 @@ def test_a_group_retry_whose_first_record_fails_stops_there(make_mapping, execut
     assert SyncRun.objects.filter(trigger=Trigger.RETRY).count() == 1
 
 
-# 10. auto-pause --------------------------------------------------------------------------------------------------------
+# 10. auto-
 
 
 def test_an_auth_error_pauses_the_connection_until_it_is_reconnected(make_mapping, make_connection):
@@ -682,7 +682,7 @@ def test_two_operators_retrying_overlapping_sets_at_the_same_moment_process_each
         finally:
             default_connection.close()
 
-    threads = [threading.Thread(target=operator, args=(ids[:14],)), threading.Thread(target=operator, args=(ids[6:],))]
+    threads = [threading.Thread(target=operator, args=(chosen,)) for chosen in (ids[:14], ids[6:])]
     for thread in threads:
         thread.start()
     for thread in threads:
