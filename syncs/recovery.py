@@ -288,8 +288,8 @@ def sync_run_after_finish(run):
     if run.is_test:
         return
     _release_unprocessed(run)
-    if run.root_id:
-        chain_refresh_status(run.root)
+    for root in _roots_touched(run):
+        chain_refresh_status(root)
     _automated_replay(run)
     _continue_group_retry(run)
     _pause_after_failed_runs(run)
@@ -306,6 +306,17 @@ def _release_unprocessed(run):
         error.status, error.next_retry_at = error_routing(mapping=error.mapping, error=error, now=now)
         error.claim_token = None
         error.save(update_fields=["attempts", "status", "next_retry_at", "claim_token", "updated_at"])
+
+
+def _roots_touched(run):
+    """The root runs whose failures this run retried: its own chain, and the runs of the errors it replayed
+    (the sweeper and bulk retries gather errors of several runs into one run outside their chains)."""
+    run_ids = set(RecordError.objects.filter(pk__in=run.options.get("errors") or []).values_list("run_id", flat=True))
+    run_ids |= set(SyncBatch.objects.filter(pk__in=run.options.get("batches") or []).values_list("run_id", flat=True))
+    roots = {run.root_id} if run.root_id else set()
+    for root_id, own_id in SyncRun.objects.filter(pk__in=run_ids).values_list("root_id", "pk"):
+        roots.add(root_id or own_id)
+    return SyncRun.objects.filter(pk__in=roots).select_related("mapping")
 
 
 def chain_refresh_status(root):

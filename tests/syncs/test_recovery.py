@@ -73,6 +73,9 @@ def test_the_sweeper_replays_due_errors_in_one_run_per_mapping(make_mapping, fai
     assert {run.trigger for run in runs} == {Trigger.RETRY}
     assert record_errors(status=ErrorStatus.RESOLVED, resolution=Resolution.AUTO_RETRY).count() == 3
     assert len(records(failing_target)) == 3
+    # The runs whose failures the sweeper fixed are recovered.
+    assert set(SyncRun.objects.filter(trigger=Trigger.MANUAL).values_list("status", flat=True)) == {
+        RunStatus.RECOVERED}
 
 
 @time_machine.travel(T0, tick=False)
