@@ -982,7 +982,11 @@ class RunExecutor:
 
     def system_error(self, exc):
         self.run.system_error = exc.message
-        self.new_error(exc, level=ErrorLevel.SYSTEM, batch=None, direction=FORWARD, record=None, payload=None).save()
+        if self.dry_run:
+            self.plan.append({"action": "failed", "errors": [exc.message], "category": exc.category.value})
+        else:
+            self.new_error(exc, level=ErrorLevel.SYSTEM, batch=None, direction=FORWARD, record=None,
+                           payload=None).save()
         log_event("run_system_error", level=logging.ERROR, run_id=self.run.pk, mapping=self.mapping.name,
                   error_type=exc.category.value, error_message=exc.message, will_retry=False)
 

@@ -697,3 +697,15 @@ def test_two_operators_retrying_overlapping_sets_at_the_same_moment_process_each
     assert sorted(retried) == ids  # every error in exactly one replay run
     assert len(records(failing_target)) == 20  # and every record written once
     assert not record_errors().exclude(status=ErrorStatus.RESOLVED).exists()
+
+
+def test_a_test_sync_against_an_unreachable_target_reports_it_and_stores_no_error(make_mapping, make_connection):
+    target = make_connection("Expired", faults={"expired_credentials": True})
+    mapping = make_mapping(target=target)
+    seed_records(mapping.source_connection, "contacts", [person(1)])
+
+    run = recovery.mapping_test_sync(mapping=mapping)
+
+    assert run.status == RunStatus.FAILED
+    assert run.options["plan"][0]["category"] == "auth"
+    assert not RecordError.objects.exists()
