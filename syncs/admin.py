@@ -2,13 +2,21 @@
 change them only through the recovery services (retry, ignore), never by editing rows."""
 
 import json
+from collections import Counter, defaultdict
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import ValidationError
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
+from django.utils.translation import ngettext
 
-from syncs.models import COUNT_FIELDS, RecordError, RecordLink, SyncBatch, SyncRun
+from accounts.models import Organization
+from syncs.models import COUNT_FIELDS, RecordError, RecordLink, Resolution, SyncBatch, SyncRun
+from syncs.recovery import error_ignore, error_resolve, errors_retry, sync_run_retry_failures
 
 
 class ReadOnlyAdminMixin:
@@ -32,6 +40,34 @@ def pretty_json(value):
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
+class RecoveryActionsMixin:
+    """Recovery actions change rows only through the recovery services. The edit form stays closed to everyone
+    (ReadOnlyAdminMixin), so the actions ask for the model's own "change" permission instead."""
+
+    def has_recover_permission(self, request):
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+
+def _errors(count):
+    return ngettext("%d error", "%d errors", count) % count
+
+
+SKIP_REASONS = {
+    "already_resolved": "already resolved or ignored",
+    "already_retrying": "already being retried",
+    "not_retriable": "not retriable (warnings, ignored records, system errors)",
+    "no_snapshot": "without a snapshot and with a source that cannot be fetched again",
+}
+
+
+class IgnoreReasonForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="Kept on every ignored error: why these records do not need to sync.",
+    )
+
+
 class SyncBatchInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SyncBatch
     extra = 0
@@ -42,7 +78,7 @@ class SyncBatchInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(SyncRun)
-class SyncRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SyncRunAdmin(RecoveryActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "mapping",
@@ -70,6 +106,7 @@ class SyncRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
     readonly_fields = ["mapping_link", "parent_link", "root_link", "children_links", "record_errors_link", "duration"]
     inlines = [SyncBatchInline]
+    actions = ["retry_failures"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("mapping", "organization")
@@ -105,6 +142,21 @@ class SyncRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return obj.finished_at - obj.started_at
         return None
 
+    @admin.action(description="Retry failures of selected runs", permissions=["recover"])
+    def retry_failures(self, request, queryset):
+        children, refused = [], []
+        for run in queryset.select_related("organization", "mapping").order_by("pk"):
+            try:
+                children.append(sync_run_retry_failures(run=run))
+            except ValidationError as exc:
+                refused.append(f"run {run.pk}: {' '.join(exc.messages)}")
+        if children:
+            runs = ", ".join(f"#{child.pk}" for child in children)
+            queued = ngettext("%d retry run queued", "%d retry runs queued", len(children)) % len(children)
+            self.message_user(request, f"{queued}: {runs}.", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Nothing to retry for " + "; ".join(refused), messages.WARNING)
+
 
 @admin.register(SyncBatch)
 class SyncBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
@@ -118,7 +170,7 @@ class SyncBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(RecordError)
-class RecordErrorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class RecordErrorAdmin(RecoveryActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "created_at",
         "level",
@@ -164,6 +216,7 @@ class RecordErrorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ),
     ]
     readonly_fields = ["run_link", "detail_pre", "before", "after"]
+    actions = ["retry_selected", "ignore_selected", "resolve_selected"]
 
     @admin.display(description="Message")
     def short_message(self, obj):
@@ -184,6 +237,70 @@ class RecordErrorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Snapshot after transforms")
     def after(self, obj):
         return pretty_json(obj.snapshot_after)
+
+    @admin.action(description="Retry selected errors", permissions=["recover"])
+    def retry_selected(self, request, queryset):
+        # errors_retry works inside one organization: one call (and its replay runs) per organization selected.
+        by_organization = defaultdict(list)
+        for error_id, organization_id in queryset.order_by().values_list("pk", "organization_id"):
+            by_organization[organization_id].append(error_id)
+        queued, runs, skipped = 0, [], Counter()
+        for organization in Organization.objects.filter(pk__in=by_organization).order_by("pk"):
+            summary = errors_retry(
+                organization=organization,
+                error_ids=by_organization[organization.pk],
+                resolution=Resolution.MANUAL_RETRY,
+            )
+            queued += summary["queued"]
+            runs += summary["runs"]
+            skipped.update(summary["skipped"])
+        message = f"Queued {_errors(queued)} for retry"
+        message += f" in runs {', '.join(f'#{pk}' for pk in runs)}." if runs else "."
+        if skipped:
+            reasons = [f"{_errors(n)} {SKIP_REASONS.get(reason, reason)}" for reason, n in sorted(skipped.items())]
+            message += f" Skipped {'; '.join(reasons)}."
+        self.message_user(request, message, messages.SUCCESS if queued else messages.WARNING)
+
+    @admin.action(description="Ignore selected errors…", permissions=["recover"])
+    def ignore_selected(self, request, queryset):
+        """Like Django's delete confirmation: an intermediate page that asks for the reason, required."""
+        form = IgnoreReasonForm(request.POST if request.POST.get("post") else None)
+        if form.is_valid():
+            reason = form.cleaned_data["reason"]
+            self._close_each(request, queryset, lambda error: error_ignore(error=error, reason=reason), "ignored")
+            return None
+        errors = list(queryset.select_related("mapping", "organization").order_by("pk"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Ignore the selected errors?",
+            "subtitle": None,
+            "opts": self.opts,
+            "queryset": errors,
+            "form": form,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media + form.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/syncs/recorderror/ignore_reason.html", context)
+
+    @admin.action(description="Mark selected errors resolved", permissions=["recover"])
+    def resolve_selected(self, request, queryset):
+        note = f"Marked resolved in the admin by {request.user.get_username()}."
+        self._close_each(request, queryset, lambda error: error_resolve(error=error, note=note), "marked resolved")
+
+    def _close_each(self, request, queryset, close, done):
+        closed = skipped = 0
+        for error in queryset.select_related("mapping").order_by("pk"):
+            try:
+                close(error)
+            except ValidationError:
+                skipped += 1  # already resolved or ignored: nothing to do, and not worth a 500
+            else:
+                closed += 1
+        message = f"{_errors(closed)} {done}."
+        if skipped:
+            message += f" Skipped {_errors(skipped)} already resolved or ignored."
+        self.message_user(request, message, messages.SUCCESS if closed else messages.WARNING)
 
 
 @admin.register(RecordLink)

@@ -184,12 +184,16 @@ def errors_retry(*, organization, queryset=None, error_ids=None, resolution=Reso
     {"queued": n, "runs": [run ids], "skipped": {reason: n}}.
     """
     now = timezone.now()
-    candidates = RecordError.objects.for_org(organization).filter(run__is_test=False)
+    candidates = RecordError.objects.for_org(organization)
     if queryset is not None:
         candidates = candidates.filter(pk__in=queryset.values("pk"))
     if error_ids is not None:
         candidates = candidates.filter(pk__in=list(error_ids))
     skipped = {}
+    test_errors = candidates.filter(run__is_test=True).count()
+    if test_errors:
+        skipped["test_run"] = test_errors
+    candidates = candidates.filter(run__is_test=False)
     not_errors = candidates.exclude(level__in=RETRIABLE_LEVELS).count()
     if not_errors:
         skipped["not_retriable"] = not_errors
@@ -270,17 +274,33 @@ def runs_reap(*, now=None):
 
 
 def sync_run_retry_failures(*, run, force=False):
-    """A child run of `run` that re-fetches its failed batches and replays its loose failing records."""
+    """A child run of `run` that re-fetches its failed batches and replays its loose failing records.
+
+    The failures are those still open in `run` and in the retries that followed it: retrying an original run
+    whose first retry failed again takes up where that retry left off.
+    """
     if run.status not in (RunStatus.PARTIALLY_FAILED, RunStatus.FAILED):
         raise ValidationError("Only a finished run with failures can be retried.", code="no_failures")
-    failures = RecordError.objects.for_org(run.organization).filter(run=run, level__in=RETRIABLE_LEVELS)
+    failures = RecordError.objects.for_org(run.organization).filter(
+        run__in=_run_and_descendants(run), level__in=RETRIABLE_LEVELS, status__in=CLAIMABLE_STATUSES
+    )
+    blocked = _snapshotless(failures)
     with transaction.atomic():
-        claimed = _claim(failures.filter(status__in=CLAIMABLE_STATUSES), now=timezone.now())
+        claimed = _claim(failures.exclude(pk__in=blocked), now=timezone.now())
         if not claimed.exists():
-            raise ValidationError("This run has no failed batch or record left to retry.", code="nothing_to_retry")
+            raise ValidationError(NO_SNAPSHOT_MESSAGE if blocked else
+                                  "This run has no failed batch or record left to retry.", code="nothing_to_retry")
         (child,) = _queue_replays(claimed, trigger=Trigger.RETRY, resolution=Resolution.REPLAY, force=force,
                                   parent=run)
     return child
+
+
+def _run_and_descendants(run):
+    ids, frontier = {run.pk}, {run.pk}
+    while frontier:
+        frontier = set(SyncRun.objects.filter(parent_id__in=frontier).values_list("pk", flat=True)) - ids
+        ids |= frontier
+    return ids
 
 
 def sync_run_after_finish(run):
@@ -495,9 +515,10 @@ def _close(error, *, status, resolution, note):
     now = timezone.now()
     error.status, error.resolution, error.resolved_at = status, resolution, now
     error.resolution_note = note
-    error.next_retry_at = None
+    # Closed by a person even while a retry has it: the replay then leaves this error alone.
+    error.next_retry_at, error.claim_token = None, None
     error.save(update_fields=["status", "resolution", "resolved_at", "resolution_note", "next_retry_at",
-                              "updated_at"])
+                              "claim_token", "updated_at"])
 
 
 # --- error groups -----------------------------------------------------------------------------------------------

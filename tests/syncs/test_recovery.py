@@ -709,3 +709,23 @@ def test_a_test_sync_against_an_unreachable_target_reports_it_and_stores_no_erro
     assert run.status == RunStatus.FAILED
     assert run.options["plan"][0]["category"] == "auth"
     assert not RecordError.objects.exists()
+
+
+def test_retrying_the_failures_of_the_original_run_takes_up_where_its_failed_retry_left_off(
+    make_mapping, failing_target, execute_queued
+):
+    mapping = make_mapping(target=failing_target, match_keys=[])
+    seed_records(mapping.source_connection, "contacts", [person(1)])
+    root = run_mapping(mapping)
+    with execute_queued():
+        child = recovery.sync_run_retry_failures(run=root)
+    child.refresh_from_db()
+    assert child.status == RunStatus.PARTIALLY_FAILED
+    set_faults(failing_target)
+
+    with execute_queued():
+        again = recovery.sync_run_retry_failures(run=root)
+
+    assert again.options["errors"] == [record_errors(run=child).get().pk]
+    root.refresh_from_db()
+    assert root.status == RunStatus.RECOVERED
