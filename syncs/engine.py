@@ -54,10 +54,6 @@ FINISHED_BATCH_STATUSES = (BatchStatus.SUCCEEDED, BatchStatus.PARTIALLY_FAILED, 
 CURSOR_TRIGGERS = (Trigger.SCHEDULE, Trigger.MANUAL)
 
 
-class RunStopped(Exception):
-    """Fail fast: the first error stops every further write of the run."""
-
-
 # --- entry point -------------------------------------------------------------------------------------------
 
 
@@ -264,8 +260,6 @@ class RunExecutor:
                 self.run_pass(sync_pass)
                 if self.stopped:
                     break
-        except RunStopped:
-            self.stopped = True
         except ConnectorError as exc:
             self.system_error(exc)
         except Exception as exc:
