@@ -49,6 +49,7 @@ from syncs.models import (
 from syncs.recovery import error_routing, sync_run_after_finish
 
 FORWARD, REVERSE = "forward", "reverse"
+HEARTBEAT_EVERY = 10  # seconds; well inside RESYNC_HEARTBEAT_STALE_SECONDS
 FINISHED_BATCH_STATUSES = (BatchStatus.SUCCEEDED, BatchStatus.PARTIALLY_FAILED, BatchStatus.FAILED)
 # Only runs that read everything since the cursor may move it; replays and webhook runs see a subset.
 CURSOR_TRIGGERS = (Trigger.SCHEDULE, Trigger.MANUAL)
@@ -220,6 +221,7 @@ class RunExecutor:
         self.page_size = int(run.options.get("page_size") or self.mapping.batch_size)
         self.sample_limit = run.options.get("sample_size")
         self.stopped = False
+        self.last_heartbeat = None
         self.batch_errors = 0
         self.conflicted_links = set()
         self.plan = []
@@ -378,12 +380,13 @@ class RunExecutor:
                 run=self.run, direction=sync_pass.direction, sequence=sequence,
                 defaults={
                     "organization": self.org, "page_token": token or "", "status": BatchStatus.RUNNING,
-                    "started_at": timezone.now(), "heartbeat_at": timezone.now(), "attempts": 1,
+                    "started_at": timezone.now(), "heartbeat_at": timezone.now(),
                     "counts": {}, "error": "", "record_count": 0, "next_page_token": "",
                 },
             )
             # A batch interrupted by a killed worker is processed again from scratch: drop its half-written errors.
             RecordError.objects.filter(batch=batch).delete()
+            self.count_attempt(batch)
             size = self.page_size
             if self.sample_limit:
                 size = min(size, int(self.sample_limit) - read_total)
@@ -448,13 +451,14 @@ class RunExecutor:
             batch, _ = SyncBatch.objects.update_or_create(
                 run=self.run, direction=direction, sequence=sequence,
                 defaults={
-                    "organization": self.org, "status": BatchStatus.RUNNING, "attempts": 1, "counts": {},
+                    "organization": self.org, "status": BatchStatus.RUNNING, "counts": {},
                     "page_token": unit.page_token if kind == "batch" else "", "error": "", "record_count": 0,
                     "source_batch": unit if kind == "batch" else None, "started_at": timezone.now(),
                     "heartbeat_at": timezone.now(),
                 },
             )
             RecordError.objects.filter(batch=batch).delete()
+            self.count_attempt(batch)
             if kind == "batch":
                 self.replay_batch(sync_pass, batch, unit)
             else:
@@ -522,6 +526,10 @@ class RunExecutor:
                     ErrorCategory.MAPPING, NO_SNAPSHOT_MESSAGE, code="no_snapshot", retryable=False)))
         return records, info, failures
 
+    def count_attempt(self, batch):
+        batch.attempts += 1
+        SyncBatch.objects.filter(pk=batch.pk).update(attempts=batch.attempts)
+
     def batch_failed(self, batch, exc, sync_pass, retrying=None):
         self.batch_errors += 1
         batch.status = BatchStatus.FAILED
@@ -579,6 +587,7 @@ class RunExecutor:
                 outcome.counts["skipped"] += len(chunk)
                 continue
             self.process_chunk(sync_pass, chunk, outcome)
+            self.heartbeat(batch=batch, force=False)
             if self.strategy == ErrorStrategy.FAIL_FAST and outcome.failed_items:
                 self.stopped = True
         outcome.save()
@@ -904,6 +913,7 @@ class RunExecutor:
             WriteOperation(ref=item.record.id, action=item.action, data=item.payload, target_id=item.far_id)
             for item in items
         ]
+        self.heartbeat(batch=outcome.batch, force=False)
         try:
             results = sync_pass.far.write(sync_pass.far_object, operations)
         except ConnectorError as exc:
@@ -984,9 +994,16 @@ class RunExecutor:
         log_event("run_system_error", level=logging.ERROR, run_id=self.run.pk, mapping=self.mapping.name,
                   error_type=exc.category.value, error_message=exc.message, will_retry=False)
 
-    def heartbeat(self):
+    def heartbeat(self, *, batch=None, force=True):
+        """Tell the reaper this run is alive. Also beats inside long batches (between chunks and writes), at
+        most every HEARTBEAT_EVERY seconds, so a slow batch is never taken for a dead worker's."""
         now = timezone.now()
+        if not force and self.last_heartbeat and (now - self.last_heartbeat).total_seconds() < HEARTBEAT_EVERY:
+            return
+        self.last_heartbeat = now
         SyncRun.objects.filter(pk=self.run.pk).update(heartbeat_at=now)
+        if batch is not None and batch.pk:
+            SyncBatch.objects.filter(pk=batch.pk).update(heartbeat_at=now)
 
     def finish(self):
         run = self.run

@@ -19,3 +19,18 @@ def run_scheduled_mapping(mapping_id):
         log_event("schedule_skipped", mapping_id=mapping_id, reason="mapping missing or inactive")
         return
     sync_run_queue(mapping=mapping, trigger=Trigger.SCHEDULE)
+
+
+def sweep_retries():
+    """Every minute (schedule "resync: retry sweeper"): due record errors → one retry run per mapping."""
+    from syncs.recovery import retries_sweep
+
+    runs = retries_sweep()
+    return [run.pk for run in runs]
+
+
+def reap_runs():
+    """Every minute (schedule "resync: reaper"): re-queue runs whose heartbeat stopped or whose task was lost."""
+    from syncs.recovery import runs_reap
+
+    return runs_reap()

@@ -31,7 +31,7 @@ def test_a_cron_mapping_gets_a_cron_schedule_and_updates_in_place(make_mapping):
 
     schedule = mapping_schedule_sync(mapping=mapping)
 
-    assert Schedule.objects.count() == 1
+    assert Schedule.objects.filter(name__startswith="mapping-").count() == 1
     assert (schedule.schedule_type, schedule.cron) == (Schedule.CRON, "0 * * * *")
 
 
@@ -41,7 +41,7 @@ def test_an_inactive_or_unscheduled_mapping_has_no_schedule(make_mapping):
     mapping.is_active = False
 
     assert mapping_schedule_sync(mapping=mapping) is None
-    assert not Schedule.objects.exists()
+    assert not Schedule.objects.filter(name__startswith="mapping-").exists()
 
 
 def test_a_scheduled_tick_queues_one_run_and_not_a_second_while_it_is_queued(make_mapping):

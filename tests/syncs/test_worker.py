@@ -1,70 +1,17 @@
 """A real django-q2 cluster against the test database: runs are queued, picked up and finished by workers."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from integrations.connectors.sandbox import seed_records
-from syncs.models import RunStatus, SyncRun
+from syncs.models import RunStatus
+from tests.syncs.conftest import ROOT, wait_for_finish
 from tests.syncs.helpers import person, records
 
-ROOT = Path(__file__).resolve().parents[2]
-
-pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-def database_url():
-    """The URL of the database this test runs on, for processes started by the test."""
-    params = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{params['NAME']}"
-    auth = params["USER"] + (f":{params['PASSWORD']}" if params.get("PASSWORD") else "")
-    return f"postgres://{auth}@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 5432}/{params['NAME']}"
-
-
-@pytest.fixture
-def worker_env():
-    return {**os.environ, "DATABASE_URL": database_url(), "RESYNC_WORKERS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-@pytest.fixture
-def qcluster(worker_env, tmp_path):
-    log = (tmp_path / "qcluster.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    yield process
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-@pytest.fixture(autouse=True)
-def _real_queue(monkeypatch):
-    from django_q.conf import Conf
-
-    monkeypatch.setattr(Conf, "SYNC", False)
-
-
-def wait_for_finish(run_ids, timeout=90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = list(SyncRun.objects.filter(pk__in=run_ids))
-        if runs and all(run.is_finished for run in runs):
-            return runs
-        time.sleep(0.3)
-    raise AssertionError(f"runs {run_ids} did not finish: {[(r.pk, r.status) for r in runs]}")
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("real_queue")]
 
 
 def test_a_queued_run_is_executed_by_a_real_worker(qcluster, make_mapping):
