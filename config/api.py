@@ -1,0 +1,160 @@
+"""Project-wide API conventions: problem-JSON errors (RFC 9457, seed 001's shape), pagination, and the OpenAPI
+schema's shared parts. The tenant chokepoint and authentication live in accounts.api; resources in each app's
+api.py, gathered by config.urls."""
+
+import logging
+import uuid
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions
+from rest_framework.pagination import CursorPagination, LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import exception_handler
+
+logger = logging.getLogger("resync.api")
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://resync.dev/problems/"
+
+TITLES = {
+    400: "Invalid request",
+    401: "Authentication required",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    409: "Conflict",
+    413: "Request too large",
+    415: "Unsupported media type",
+    422: "Unprocessable request",
+    429: "Too many requests",
+    500: "Internal error",
+}
+
+
+def problem(status_code, *, code, detail, title=None, errors=None, **extra):
+    """A problem-JSON body: type, title, status, detail, a stable code, a uuid for support, field errors."""
+    body = {
+        "type": PROBLEM_BASE + code.replace("_", "-"),
+        "title": title or TITLES.get(status_code, "Error"),
+        "status": status_code,
+        "detail": detail,
+        "code": code,
+        "uuid": str(uuid.uuid4()),
+    }
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    return body
+
+
+def _flatten(detail):
+    """DRF error details → {field: [messages]} (non-field errors under "non_field_errors")."""
+    if isinstance(detail, dict):
+        return {key: [str(m) for m in (value if isinstance(value, list) else [value])] if not isinstance(value, dict)
+                else _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return {"non_field_errors": [str(m) for m in detail]}
+    return {"non_field_errors": [str(detail)]}
+
+
+def problem_exception_handler(exc, context):
+    """Every API error, expected or not, answers problem JSON; a 500 never leaks a traceback."""
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(as_serializer_error(exc))
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is None:
+        body = problem(500, code="internal_error", detail="Something went wrong on our side. Quote the uuid to "
+                                                          "support.")
+        logger.exception("api_internal_error", extra={"event": "api_internal_error", "fields": {"uuid": body["uuid"]}})
+        return Response(body, status=500, content_type=PROBLEM_CONTENT_TYPE)
+    status_code = response.status_code
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        first = next(iter(errors.items()), ("", [""]))
+        message = first[1][0] if isinstance(first[1], list) and first[1] else "The request is not valid."
+        detail = message if first[0] == "non_field_errors" else f"{first[0]}: {message}"
+        code = getattr(exc, "problem_code", "validation_error")
+        body = problem(status_code, code=code, detail=detail, errors=errors)
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+        code = code if isinstance(code, str) else "error"
+        body = problem(status_code, code=code, detail=str(detail))
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            body["retry_after"] = int(exc.wait)
+    response.data = body
+    response.content_type = PROBLEM_CONTENT_TYPE
+    return response
+
+
+def api_not_found(request, *args, **kwargs):
+    """Unknown URLs under /api/ answer problem JSON, not an HTML page."""
+    body = problem(404, code="not_found", detail=f"No API endpoint at {request.path}.")
+    return JsonResponse(body, status=404, content_type=PROBLEM_CONTENT_TYPE)
+
+
+class StandardPagination(LimitOffsetPagination):
+    default_limit = 50
+    max_limit = 500
+
+
+class RecentFirstCursorPagination(CursorPagination):
+    """Cursor pagination for the long, growing lists (runs, errors): stable while new rows arrive."""
+
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+    ordering = ("-created_at", "-id")
+
+
+# --- OpenAPI --------------------------------------------------------------------------------------------------
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "uuid": {"type": "string", "format": "uuid"},
+        "errors": {"type": "object", "additionalProperties": True},
+        "retry_after": {"type": "integer"},
+    },
+    "required": ["type", "title", "status", "detail", "code", "uuid"],
+    "additionalProperties": True,
+}
+
+DOCUMENTED_ERRORS = {
+    "400": "The request is not valid: see errors",
+    "401": "Missing, unknown or revoked token",
+    "403": "The token's role may not do this",
+    "404": "No such object in your organization",
+    "409": "Conflict with the current state",
+    "422": "Idempotency key reused with a different request",
+    "429": "Rate limited: retry after the Retry-After header",
+}
+
+
+def add_problem_responses(result, generator, request, public):
+    """Postprocessing hook: every operation documents its problem-JSON error answers."""
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = PROBLEM_SCHEMA
+    content = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path_item in result.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            responses = operation.setdefault("responses", {})
+            for code, description in DOCUMENTED_ERRORS.items():
+                responses.setdefault(code, {"description": description, "content": content})
+    return result
+
