@@ -184,3 +184,7 @@ class ApiTokenViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retrieve
     def revoke(self, request, *args, **kwargs):
         token = api_token_revoke(token=self.get_object())
         return Response(ApiTokenSerializer(token).data)
+
+
+ROUTES = [("tokens", ApiTokenViewSet, "token")]
+URLS = []

@@ -1,19 +1,27 @@
-"""The REST API at /api/v1/: every app's resources on one router, the OpenAPI schema and its docs."""
+"""The REST API at /api/v1/: every app's resources (its api.ROUTES and api.URLS), the OpenAPI schema and docs."""
 
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from accounts.api import ApiTokenViewSet
+from accounts import api as accounts_api
 from config.api import api_not_found
+from integrations import api as integrations_api
+from mappings import api as mappings_api
+from syncs import api as syncs_api
+
+API_MODULES = (accounts_api, integrations_api, mappings_api, syncs_api)
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
-router.register("tokens", ApiTokenViewSet, basename="token")
+for module in API_MODULES:
+    for prefix, viewset, basename in module.ROUTES:
+        router.register(prefix, viewset, basename=basename)
 
 urlpatterns = [
     path("v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    *[path("v1/", include(module.URLS)) for module in API_MODULES if module.URLS],
     path("v1/", include(router.urls)),
     re_path(r"^.*$", api_not_found),
 ]
