@@ -8,6 +8,7 @@ import uuid
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.pagination import CursorPagination, LimitOffsetPagination
 from rest_framework.response import Response
@@ -95,6 +96,7 @@ def problem_exception_handler(exc, context):
     return response
 
 
+@csrf_exempt  # a POST to an unknown API URL is a 404, not a CSRF failure page
 def api_not_found(request, *args, **kwargs):
     """Unknown URLs under /api/ answer problem JSON, not an HTML page."""
     body = problem(404, code="not_found", detail=f"No API endpoint at {request.path}.")

@@ -1,0 +1,44 @@
+"""One organization's full world for API-wide tests: connections, a mapping with runs, errors of every level,
+links, a token, and (when the models exist) webhook endpoints and events."""
+
+from django.apps import apps
+
+from accounts.services import api_token_create
+from integrations.connectors.sandbox import seed_records
+from integrations.models import Connection
+from mappings.models import FieldMapping, Mapping
+from syncs.engine import sync_run_execute
+from syncs.services import sync_run_queue
+from tests.syncs.helpers import person
+
+
+def build_world(organization):
+    def connection(name, **config):
+        conn = Connection(organization=organization, name=name, provider="sandbox", config=config)
+        conn.credentials = {"api_key": f"sk_world_{organization.slug}"}
+        conn.save()
+        return conn
+
+    source = connection("World shop", faults={"fail_pages": [3]})
+    target = connection("World CRM", faults={"operations": ["write"], "rate_limit_every": 4, "retry_after": 5})
+    mapping = Mapping.objects.create(
+        organization=organization, name="World contacts", source_connection=source, source_object="contacts",
+        target_connection=target, target_object="contacts", match_keys=[{"source": "email", "target": "email"}],
+        error_strategy="retry", batch_size=3,
+    )
+    for position, field in enumerate(("email", "first_name", "last_name", "phone")):
+        FieldMapping.objects.create(organization=organization, mapping=mapping, source_field=field,
+                                    target_field=field, transforms=[{"name": "trim"}], position=position)
+    seed_records(source, "contacts", [person(1), person(2, last_name=""), person(3, email="bad"),
+                                      *[person(n) for n in range(4, 12)]])
+    run = sync_run_queue(mapping=mapping, enqueue=False)
+    sync_run_execute(run_id=run.pk)
+    api_token_create(organization=organization, name="revoked soon", role="admin")
+    if apps.is_installed("integrations") and hasattr(apps.get_app_config("integrations").module, "webhooks"):
+        pass
+    try:
+        from integrations.webhooks import webhook_endpoint_create
+    except ImportError:  # webhooks arrive with their own change
+        return mapping
+    webhook_endpoint_create(connection=source, name="World hook")
+    return mapping
