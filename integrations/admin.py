@@ -1,10 +1,14 @@
 import json
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 
+from integrations import webhooks
 from integrations.connectors import PROVIDER_CHOICES
-from integrations.models import Connection, SandboxCallCounter, SandboxRecord
+from integrations.connectors.base import webhook_secret_key
+from integrations.crypto import CredentialsDecryptionError
+from integrations.models import Connection, SandboxCallCounter, SandboxRecord, WebhookEndpoint, WebhookEvent
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -100,3 +104,104 @@ class SandboxCallCounterAdmin(admin.ModelAdmin):
     search_fields = ["connection__name"]
     list_select_related = ["connection"]
     raw_id_fields = ["connection"]
+
+
+class WebhookEndpointAdminForm(forms.ModelForm):
+    new_secret = forms.CharField(
+        label="New signing secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="The secret the sender signs with (e.g. whsec_...; required for a new endpoint). On an existing "
+        "endpoint a new secret goes first and the old ones are still accepted until you drop them. Stored "
+        "encrypted and never shown again.",
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["connection", "name", "is_active"]
+
+    def clean_new_secret(self):
+        secret = self.cleaned_data["new_secret"] or None
+        if secret is None and self.instance.pk is None:
+            raise ValidationError("A new endpoint needs the secret its sender signs with.")
+        if secret is not None:
+            try:
+                webhook_secret_key(secret)
+            except ValueError as exc:
+                # The message names the format, never the value typed.
+                raise ValidationError(str(exc)) from None
+        return secret
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    form = WebhookEndpointAdminForm
+    list_display = ["name", "organization", "connection", "code", "is_active", "secret_count", "last_received_at"]
+    list_filter = ["is_active", "organization"]
+    search_fields = ["name", "code", "connection__name", "organization__name"]
+    list_select_related = ["organization", "connection"]
+    autocomplete_fields = ["connection"]
+    readonly_fields = ["organization", "code", "receive_path", "secret_count", "created_at", "last_received_at"]
+    fields = ["connection", "name", "is_active", "new_secret", *readonly_fields]
+    actions = ["drop_old_secrets"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Moving an endpoint to another connection would route one tenant's events into another's syncs.
+        if obj is not None:
+            return [*self.readonly_fields, "connection"]
+        return self.readonly_fields
+
+    @admin.display(description="Signing secrets")
+    def secret_count(self, obj):
+        try:
+            return len(obj.secrets)
+        except CredentialsDecryptionError:
+            return "unreadable"
+
+    def save_model(self, request, obj, form, change):
+        secret = form.cleaned_data.get("new_secret")
+        if not change:
+            obj.organization_id = obj.connection.organization_id
+            obj.secrets = [secret]
+        super().save_model(request, obj, form, change)
+        if change and secret:
+            webhooks.webhook_endpoint_rotate_secret(endpoint=obj, secret=secret)
+
+    @admin.action(description="Drop old signing secrets (keep only the newest)")
+    def drop_old_secrets(self, request, queryset):
+        for endpoint in queryset:
+            webhooks.webhook_endpoint_drop_old_secrets(endpoint=endpoint)
+        self.message_user(request, f"Old secrets dropped on {queryset.count()} endpoint(s).", messages.SUCCESS)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """Events as received: read-only, with replay as the one action."""
+
+    list_display = ["event_id", "endpoint", "organization", "status", "object_name", "received_at", "attempts"]
+    list_filter = ["status", "organization"]
+    search_fields = ["event_id", "code", "endpoint__name"]
+    list_select_related = ["endpoint", "organization"]
+    date_hierarchy = "received_at"
+    show_full_result_count = False
+    readonly_fields = [
+        "code", "organization", "endpoint", "event_id", "received_at", "status", "outcome", "object_name",
+        "record_ids", "run_list", "attempts", "processed_at", "headers", "payload",
+    ]
+    fields = readonly_fields
+    actions = ["replay_events"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Runs")
+    def run_list(self, obj):
+        return ", ".join(str(run.pk) for run in obj.runs.all()) or "-"
+
+    @admin.action(description="Replay selected events (queue their records again)", permissions=["change"])
+    def replay_events(self, request, queryset):
+        events = list(queryset.select_related("endpoint__connection", "organization"))
+        for event in events:
+            webhooks.webhook_event_replay(event=event)
+        self.message_user(request, f"{len(events)} event(s) replayed.", messages.SUCCESS)

@@ -90,3 +90,92 @@ class SandboxCallCounter(models.Model):
 
     def __str__(self):
         return f"{self.connection}: {self.calls} calls"
+
+
+class WebhookEndpoint(TenantModel):
+    """A URL (/hooks/<code>/) where an external system posts change events for one connection.
+
+    `code` is the public id in the URL. The signing secrets are encrypted at rest, newest first: while a secret
+    rotates, the old one is still accepted until it is dropped. They are write-only: shown once when created or
+    rotated (integrations.webhooks), never in the admin, the API or a log line.
+    """
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    secrets_ciphertext = models.TextField(blank=True, default="", editable=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_received_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def secrets(self):
+        """The plain signing secrets, newest first."""
+        if not self.secrets_ciphertext:
+            return []
+        return list(crypto.decrypt_json(self.secrets_ciphertext))
+
+    @secrets.setter
+    def secrets(self, value):
+        self.secrets_ciphertext = crypto.encrypt_json(list(value)) if value else ""
+
+    @property
+    def receive_path(self):
+        from django.urls import reverse
+
+        return reverse("integrations:webhook-receive", kwargs={"code": self.code})
+
+
+class WebhookEventStatus(models.TextChoices):
+    RECEIVED = "received", "Received"
+    PROCESSING = "processing", "Processing"
+    PROCESSED = "processed", "Processed"
+    FAILED = "failed", "Failed"
+    IGNORED = "ignored", "Ignored"
+
+
+class WebhookEvent(TenantModel):
+    """One verified delivery to a webhook endpoint, stored as received so it can be processed again.
+
+    `event_id` is the provider's id of the event, unique per endpoint: a retried or duplicated delivery is
+    recognized by it and never stored or processed twice. `headers` keeps only headers that are not secret
+    (no signature, no authorization). Processing names the changed records (`object_name`, `record_ids`; an
+    event naming several objects lists them comma-separated) and queues webhook runs (`runs`).
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="events")
+    event_id = models.CharField(max_length=255)
+    received_at = models.DateTimeField()
+    payload = models.JSONField(default=dict, blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=WebhookEventStatus.choices, default=WebhookEventStatus.RECEIVED)
+    outcome = models.TextField(blank=True, default="")
+    object_name = models.CharField(max_length=200, blank=True, default="")
+    record_ids = models.JSONField(default=list, blank=True)
+    runs = models.ManyToManyField("syncs.SyncRun", blank=True, related_name="webhook_events")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="How many times the event was processed.")
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            # The dedupe key: concurrent deliveries of one event race on this constraint, not on a read.
+            models.UniqueConstraint(fields=["endpoint", "event_id"], name="webhook_event_unique_per_endpoint"),
+        ]
+        indexes = [
+            # The API lists an organization's events, newest first, optionally by endpoint or status.
+            models.Index(fields=["organization", "-received_at"], name="webhook_event_org_recent_idx"),
+            models.Index(fields=["endpoint", "-received_at"], name="webhook_event_endpoint_idx"),
+            # The sweep for events whose processing task was lost: received, oldest first.
+            models.Index(fields=["status", "received_at"], name="webhook_event_status_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.event_id} ({self.status})"
