@@ -70,13 +70,13 @@ def test_the_migration_schedules_the_sweeper_and_the_reaper_every_minute_idempot
     Schedule.objects.filter(name="resync: reaper").update(minutes=5)  # an older setting is put right
     periodic.create_schedules(apps, None)
 
-    rows = Schedule.objects.filter(name__startswith="resync: ").order_by("name")
+    rows = Schedule.objects.filter(name__in=list(periodic.PERIODIC_SCHEDULES)).order_by("name")
     assert [(s.name, s.func, s.schedule_type, s.minutes, s.repeats) for s in rows] == [
         ("resync: reaper", "syncs.tasks.reap_runs", Schedule.MINUTES, 1, -1),
         ("resync: retry sweeper", "syncs.tasks.sweep_retries", Schedule.MINUTES, 1, -1),
     ]
     periodic.remove_schedules(apps, None)
-    assert not Schedule.objects.filter(name__startswith="resync: ").exists()
+    assert not Schedule.objects.filter(name__in=list(periodic.PERIODIC_SCHEDULES)).exists()
 
 
 # --- the reaper ---------------------------------------------------------------------------------------------------
