@@ -170,6 +170,11 @@ class Connector:
     def __init__(self, connection):
         self.connection = connection
 
+    @classmethod
+    def validate_config(cls, config):
+        """Problems with a connection's non-secret config, as operator-facing messages (empty: fine)."""
+        return []
+
     def check(self) -> None:
         """Raise ConnectorError when the system cannot be reached or the credentials are not accepted."""
         raise NotImplementedError

@@ -38,6 +38,7 @@ from integrations.connectors.base import (
     WriteResult,
 )
 from integrations.crypto import CredentialsDecryptionError
+from integrations.errors import ConnectorError, ErrorCategory
 from integrations.models import SandboxCallCounter, SandboxRecord
 
 SANDBOX_HOST = "api.sandbox.resync.invalid"
@@ -258,6 +259,28 @@ def _clean(schema, data, *, partial):
     return cleaned
 
 
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_fraction(value):
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+FAULT_SETTINGS = {
+    "seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "failure_rate": _is_fraction,
+    "failure_kind": lambda v: v in ("503", "timeout", "connection", "500", "retry_later"),
+    "rate_limit_every": _is_count,
+    "retry_after": _is_count,
+    "expired_credentials": lambda v: isinstance(v, bool),
+    "permission_denied": lambda v: isinstance(v, bool),
+    "fail_pages": lambda v: isinstance(v, list) and all(_is_count(p) for p in v),
+    "operations": lambda v: isinstance(v, list) and all(
+        o in ("check", "read_page", "fetch", "write", "find") for o in v),
+}
+
+
 def _stable_fraction(seed, call_number):
     """A number in [0, 1) that depends only on (seed, call number): hash() is salted per process."""
     digest = hashlib.sha256(f"{seed}:{call_number}".encode()).digest()
@@ -302,9 +325,30 @@ class SandboxConnector(Connector):
             connection=self.connection, object_name=object_name
         )
 
+    @classmethod
+    def validate_config(cls, config):
+        """The fault injection settings must have the documented shape; a typo is an error, not a crash."""
+        faults = (config or {}).get("faults")
+        if faults is None:
+            return []
+        if not isinstance(faults, dict):
+            return ["faults must be an object"]
+        problems = []
+        for key, value in faults.items():
+            expected = FAULT_SETTINGS.get(key)
+            if expected is None:
+                problems.append(f"faults.{key} is not a fault setting (known: {', '.join(sorted(FAULT_SETTINGS))})")
+            elif not expected(value):
+                problems.append(f"faults.{key} has an invalid value {value!r}")
+        return problems
+
     def _faults(self):
-        faults = (self.connection.config or {}).get("faults") or {}
-        return faults if isinstance(faults, dict) else {}
+        problems = self.validate_config(self.connection.config)
+        if problems:
+            raise ConnectorError(ErrorCategory.UNKNOWN,
+                                 "The sandbox's fault settings are invalid: " + "; ".join(problems),
+                                 code="invalid_config", retryable=False)
+        return (self.connection.config or {}).get("faults") or {}
 
     def _count_call(self):
         counter = SandboxCallCounter.objects.filter(connection=self.connection)

@@ -530,3 +530,23 @@ def test_record_errors_never_contain_the_credentials(connection, sandbox):
     assert "[redacted]" in results[0].error.message
     for result in results:
         assert_clean_of_credentials(result.error)
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [{"operations": 5}, {"failure_rate": 2}, {"failure_kind": "gremlins"}, {"rate_limit_every": "3"}, {"bogus": 1},
+     "all of them"],
+)
+def test_malformed_fault_settings_are_a_classified_error_not_a_crash(org, faults):
+    from integrations.connectors.sandbox import SandboxConnector
+    from integrations.errors import ConnectorError
+    from integrations.models import Connection
+
+    connection = Connection(organization=org, name="Odd", provider="sandbox", config={"faults": faults})
+    connection.credentials = {"api_key": "k"}
+    connection.save()
+
+    assert SandboxConnector.validate_config(connection.config)
+    with pytest.raises(ConnectorError) as caught:
+        SandboxConnector(connection).read_page("contacts")
+    assert caught.value.code == "invalid_config"
