@@ -144,6 +144,19 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Several models have a "status" (and "level", "category"...): one named enum per choice set.
+    "ENUM_NAME_OVERRIDES": {
+        "ConnectionStatusEnum": "integrations.models.ConnectionStatus",
+        "RunStatusEnum": "syncs.models.RunStatus",
+        "BatchStatusEnum": "syncs.models.BatchStatus",
+        "ErrorStatusEnum": "syncs.models.ErrorStatus",
+        "LinkStatusEnum": "syncs.models.LinkStatus",
+        "WebhookEventStatusEnum": "integrations.models.WebhookEventStatus",
+        "ErrorCategoryEnum": "integrations.errors.ErrorCategory",
+        "ErrorLevelEnum": "syncs.models.ErrorLevel",
+        "TriggerEnum": "syncs.models.Trigger",
+        "ResolutionEnum": "syncs.models.Resolution",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.api.add_problem_responses",
