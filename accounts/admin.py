@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from accounts.models import Membership, Organization
+from accounts.models import ApiToken, IdempotencyRecord, Membership, Organization
+from accounts.services import api_token_revoke
 
 
 class MembershipInline(admin.TabularInline):
@@ -29,3 +30,41 @@ class MembershipAdmin(admin.ModelAdmin):
     list_select_related = ["user", "organization"]
     autocomplete_fields = ["user", "organization"]
     readonly_fields = ["created_at"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are created through the API or `manage.py api_token` (the only moment the token is shown)."""
+
+    list_display = ["name", "prefix", "organization", "role", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["organization", "role", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix", "organization__name"]
+    list_select_related = ["organization"]
+    readonly_fields = ["code", "organization", "prefix", "created_by", "created_at", "last_used_at"]
+    fields = ["code", "organization", "name", "prefix", "role", "created_by", "created_at", "last_used_at",
+              "revoked_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        for token in queryset:
+            api_token_revoke(token=token)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).")
+
+
+@admin.register(IdempotencyRecord)
+class IdempotencyRecordAdmin(admin.ModelAdmin):
+    list_display = ["key", "organization", "status_code", "created_at"]
+    list_filter = ["organization"]
+    search_fields = ["key"]
+    list_select_related = ["organization"]
+    readonly_fields = ["organization", "key", "fingerprint", "status_code", "response", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -5,6 +5,7 @@ import hashlib
 import json
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -76,7 +77,8 @@ class TenantRelatedField(serializers.SlugRelatedField):
             return self.get_queryset().get(**{self.slug_field: str(data)})
         # A code that is not even a UUID is as absent as one that belongs to nobody.
         except (self.model.DoesNotExist, DjangoValidationError, ValueError, TypeError):
-            raise exceptions.NotFound(f"No {self.model._meta.verbose_name} with id {data}.") from None
+            # The id is not echoed: the answer must be the same for a foreign id and for junk.
+            raise exceptions.NotFound(f"No {self.model._meta.verbose_name} with this id.") from None
 
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -117,7 +119,9 @@ def idempotent(handler):
         except Exception:
             record.delete()  # a request that failed before answering may be sent again with the same key
             raise
-        record.status_code, record.response = response.status_code, response.data
+        record.status_code = response.status_code
+        # Through the JSON encoder the answer was rendered with (UUIDs, datetimes, decimals become strings).
+        record.response = json.loads(json.dumps(response.data, cls=DjangoJSONEncoder))
         record.save(update_fields=["status_code", "response"])
         return response
 

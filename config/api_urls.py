@@ -23,5 +23,5 @@ urlpatterns = [
     path("v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     *[path("v1/", include(module.URLS)) for module in API_MODULES if module.URLS],
     path("v1/", include(router.urls)),
-    re_path(r"^.*$", api_not_found),
+    re_path(r"^[\s\S]*$", api_not_found),  # [\s\S], not ".": even a path with a newline is an API 404
 ]

@@ -79,3 +79,36 @@ def sync_run_summary(run):
         "errors_by_category": by_category,
         "system_error": run.system_error or None,
     }
+
+
+def sync_run_cancel(*, run):
+    """Cancel a run that is still queued; the errors it had claimed for a retry go back to their queue.
+
+    The cancel is a conditional update, so a worker that claims the run at the same moment wins and the cancel
+    is refused. A running run cannot be canceled: the engine does not check for cancellation between batches.
+    """
+    from django.core.exceptions import ValidationError
+    from django.utils import timezone
+
+    from syncs.events import log_event
+    from syncs.models import ErrorStatus, RecordError
+    from syncs.recovery import error_routing
+
+    now = timezone.now()
+    canceled = SyncRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        status=RunStatus.CANCELED, finished_at=now
+    )
+    run.refresh_from_db()
+    if not canceled:
+        if run.status == RunStatus.RUNNING:
+            raise ValidationError("This run is already running; only a queued run can be canceled.",
+                                  code="run_running")
+        raise ValidationError("This run has already finished.", code="run_finished")
+    # Not an attempt: the retry never ran, so the error keeps its attempt count and gets its schedule back.
+    claimed = RecordError.objects.filter(pk__in=run.options.get("errors") or [], status=ErrorStatus.RETRYING)
+    for error in claimed.select_related("mapping"):
+        error.status, error.next_retry_at = error_routing(mapping=error.mapping, error=error, now=now)
+        error.claim_token = None
+        error.save(update_fields=["status", "next_retry_at", "claim_token", "updated_at"])
+    log_event("run_canceled", run_id=run.pk, mapping_id=run.mapping_id)
+    return run

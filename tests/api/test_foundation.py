@@ -123,3 +123,24 @@ def test_tokens_can_be_managed_from_the_command_line(org, capsys):
 
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+def test_the_browser_session_works_for_the_uis_own_calls_with_csrf(alice):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    assert client.get("/api/v1/tokens/").status_code == 200  # alice is the organization's owner
+    refused = client.post("/api/v1/tokens/", {"name": "no csrf"}, format="json")
+    assert_problem(refused, 403)
+
+    client.get("/login/")  # sets the CSRF cookie, as the UI's page load does
+    accepted = client.post("/api/v1/tokens/", {"name": "with csrf"}, format="json",
+                           HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value)
+    assert accepted.status_code == 201
+
+
+def test_a_session_user_of_no_organization_finds_nothing(db, django_user_model):
+    client = APIClient()
+    client.force_login(django_user_model.objects.create_user("drifter", password="x"))
+
+    assert_problem(client.get("/api/v1/tokens/"), 404)

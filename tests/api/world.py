@@ -1,11 +1,14 @@
 """One organization's full world for API-wide tests: connections, a mapping with runs, errors of every level,
-links, a token, and (when the models exist) webhook endpoints and events."""
+links, a token, a webhook endpoint and a processed event."""
 
-from django.apps import apps
+import json
+import time
 
 from accounts.services import api_token_create
+from integrations.connectors.base import webhook_signature
 from integrations.connectors.sandbox import seed_records
-from integrations.models import Connection
+from integrations.models import Connection, WebhookEvent
+from integrations.webhooks import webhook_endpoint_create, webhook_event_process, webhook_receive
 from mappings.models import FieldMapping, Mapping
 from syncs.engine import sync_run_execute
 from syncs.services import sync_run_queue
@@ -33,12 +36,13 @@ def build_world(organization):
                                       *[person(n) for n in range(4, 12)]])
     run = sync_run_queue(mapping=mapping, enqueue=False)
     sync_run_execute(run_id=run.pk)
-    api_token_create(organization=organization, name="revoked soon", role="admin")
-    if apps.is_installed("integrations") and hasattr(apps.get_app_config("integrations").module, "webhooks"):
-        pass
-    try:
-        from integrations.webhooks import webhook_endpoint_create
-    except ImportError:  # webhooks arrive with their own change
-        return mapping
-    webhook_endpoint_create(connection=source, name="World hook")
+    api_token_create(organization=organization, name="a token", role="admin")
+    endpoint, secret = webhook_endpoint_create(connection=source, name="World hook")
+    raw = json.dumps({"type": "records.changed", "object": "contacts", "ids": ["ct_world"]}).encode()
+    timestamp = str(int(time.time()))
+    headers = {"webhook-id": f"msg_{organization.slug}", "webhook-timestamp": timestamp,
+               "webhook-signature": webhook_signature(secret, webhook_id=f"msg_{organization.slug}",
+                                                      timestamp=timestamp, raw_body=raw)}
+    _status, body = webhook_receive(code=endpoint.code, headers=headers, raw_body=raw)
+    webhook_event_process(event_pk=WebhookEvent.objects.get(code=body["event"]).pk)
     return mapping

@@ -1,0 +1,79 @@
+"""Connection workflows the API and the UI share: checking a connection now and describing its objects.
+
+Reconnecting (new credentials, check, active again) is syncs.recovery.connection_reconnect. A connection's
+config must never hold secrets: `connection_config_secret_keys` finds the keys that look secret, by redaction's
+pattern, so they go to the encrypted credentials instead.
+"""
+
+from django.utils import timezone
+
+from integrations.connectors import UnknownProvider, get_connector
+from integrations.errors import ConnectorError, ErrorCategory
+from integrations.models import ConnectionStatus
+from integrations.redaction import NOT_SECRET_KEYS, SECRET_KEY_PATTERN
+
+__all__ = ["connection_check", "connection_config_secret_keys", "connection_describe", "connector_for"]
+
+
+def connector_for(connection):
+    """The connection's connector; a provider no longer in the registry is a classified error, not a crash."""
+    try:
+        return get_connector(connection)
+    except UnknownProvider:
+        raise ConnectorError(
+            ErrorCategory.MAPPING, f"Resync has no connector for provider '{connection.provider}'",
+            code="unknown_provider",
+        ) from None
+
+
+def connection_check(*, connection):
+    """Check the connection now; record when and how it went. Returns the ConnectorError, or None when it works.
+
+    An authentication failure marks the connection as needing reauthentication (syncs stop until a reconnect).
+    A success does not reactivate a connection that needs reauthentication: that is what reconnect is for.
+    """
+    error = None
+    try:
+        connector_for(connection).check()
+    except ConnectorError as exc:
+        error = exc
+    connection.last_checked_at = timezone.now()
+    connection.last_error = error.message if error else ""
+    fields = ["last_checked_at", "last_error", "updated_at"]
+    if error is not None and error.category == ErrorCategory.AUTH:
+        connection.status, connection.status_reason = ConnectionStatus.NEEDS_REAUTH, error.message
+        fields += ["status", "status_reason"]
+    # Only these columns: a concurrent edit of the name or config is not overwritten by a check.
+    connection.save(update_fields=fields)
+    return error
+
+
+def connection_describe(*, connection):
+    """The connection's objects as its system describes them now ({name: ObjectSchema}); raises ConnectorError.
+
+    Nothing is cached: the engine describes the objects again at the start of every run, so a stored copy
+    would only go stale.
+    """
+    return connector_for(connection).describe()
+
+
+def connection_config_secret_keys(config, path="config"):
+    """Paths of the keys in `config` that look secret (password, token, api_key, ...), recursively.
+
+    A flag (true/false/null) under such a key is not a secret, e.g. the sandbox's faults.expired_credentials.
+    """
+    found = []
+    if isinstance(config, dict):
+        for key, value in config.items():
+            key_path = f"{path}.{key}"
+            if (
+                isinstance(key, str) and key.lower() not in NOT_SECRET_KEYS and SECRET_KEY_PATTERN.search(key)
+                and not isinstance(value, bool) and value is not None
+            ):
+                found.append(key_path)
+            else:
+                found += connection_config_secret_keys(value, key_path)
+    elif isinstance(config, list):
+        for index, item in enumerate(config):
+            found += connection_config_secret_keys(item, f"{path}[{index}]")
+    return found

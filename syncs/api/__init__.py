@@ -1,0 +1,19 @@
+"""REST API resources of the syncs app (registered in config.api_urls through ROUTES and URLS): runs, record errors,
+error groups, record status and analytics."""
+
+from django.urls import path
+
+from syncs.api.analytics import AnalyticsView
+from syncs.api.errors import ErrorGroupViewSet, RecordErrorViewSet
+from syncs.api.records import RecordStatusViewSet
+from syncs.api.runs import SyncRunViewSet
+
+ROUTES = [  # (prefix, viewset, basename)
+    ("runs", SyncRunViewSet, "run"),
+    ("errors", RecordErrorViewSet, "error"),
+    ("error-groups", ErrorGroupViewSet, "error-group"),
+    ("record-status", RecordStatusViewSet, "record-status"),
+]
+URLS = [  # extra django.urls paths under /api/v1/
+    path("analytics/", AnalyticsView.as_view(), name="analytics"),
+]

@@ -1,0 +1,302 @@
+"""Record errors: the list and its filters, detail with snapshots and attempt history, and every way out of an
+error (retry, bulk retry, resolve, ignore, edit and retry, a replay's preview); the review queue; error groups."""
+
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, filters, mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from accounts.api import IDEMPOTENCY_HEADER, TenantViewSetMixin, idempotent
+from config.api import RecentFirstCursorPagination, StandardPagination
+from mappings.api import PlanEntrySerializer, RejectUnknownFieldsMixin
+from mappings.models import Mapping
+from syncs.api.common import (
+    ForceSerializer,
+    MappingRefSerializer,
+    RetrySummarySerializer,
+    StateConflict,
+    refusals_as_conflicts,
+)
+from syncs.filtersets import RecordErrorFilterSet
+from syncs.models import RecordError, Resolution
+from syncs.recovery import (
+    error_edit_and_retry,
+    error_group_retry,
+    error_groups,
+    error_ignore,
+    error_resolve,
+    error_retry,
+    errors_replay_preview,
+    errors_retry,
+    review_queue,
+)
+
+MAX_IDS = 1000
+MAX_PREVIEW_IDS = 100
+
+
+# --- serializers --------------------------------------------------------------------------------------------------
+
+
+class RecordErrorSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="code", read_only=True)
+    run = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    mapping = MappingRefSerializer(read_only=True)
+    code = serializers.CharField(source="error_code", read_only=True, help_text="A stable error code.")
+    resolution = serializers.ChoiceField(choices=Resolution.choices, allow_blank=True, read_only=True,
+                                         help_text="How it was resolved; empty while unresolved.")
+
+    class Meta:
+        model = RecordError
+        fields = ["id", "run", "mapping", "level", "category", "code", "field", "message", "retryable", "durability",
+                  "direction", "source_record_id", "target_record_id", "status", "attempts", "next_retry_at",
+                  "retry_after_until", "resolution", "resolved_at", "fingerprint", "first_seen_at", "created_at"]
+        read_only_fields = fields
+
+
+class ErrorAttemptSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="code", read_only=True)
+    run = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    resolution = serializers.ChoiceField(choices=Resolution.choices, allow_blank=True, read_only=True)
+
+    class Meta:
+        model = RecordError
+        fields = ["id", "run", "status", "resolution", "category", "message", "created_at"]
+        read_only_fields = fields
+
+
+class RecordErrorDetailSerializer(RecordErrorSerializer):
+    history = ErrorAttemptSerializer(
+        many=True, read_only=True,
+        help_text="Every error of the same record in the same mapping, oldest first (this one included).",
+    )
+
+    class Meta(RecordErrorSerializer.Meta):
+        fields = [*RecordErrorSerializer.Meta.fields, "detail", "snapshot_before", "snapshot_after", "edited_payload",
+                  "resolution_note", "last_retried_at", "updated_at", "history"]
+        read_only_fields = fields
+
+
+class BulkRetrySerializer(ForceSerializer):
+    ids = serializers.ListField(child=serializers.UUIDField(), required=False, allow_empty=False, max_length=MAX_IDS,
+                                help_text="Ids of the errors to retry.")
+    filter = serializers.DictField(
+        required=False,
+        help_text="Retry every error matching these filters, named as the list's query parameters: category, code, "
+                  "level, status, mapping, target_connection, run, since, until, search.",
+    )
+
+    def validate(self, attrs):
+        if ("ids" in attrs) == ("filter" in attrs):
+            raise serializers.ValidationError("Give either ids or filter.")
+        return attrs
+
+
+class PreviewRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    ids = serializers.ListField(child=serializers.UUIDField(), allow_empty=False, max_length=MAX_PREVIEW_IDS)
+
+
+class ResolveSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    note = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+
+
+class IgnoreSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    reason = serializers.CharField(max_length=2000, help_text="Why this record is ignored.")
+
+
+class EditAndRetrySerializer(ForceSerializer):
+    payload = serializers.DictField(help_text="The corrected record, as it should be written to the target.")
+
+
+class ErrorGroupSerializer(serializers.Serializer):
+    fingerprint = serializers.CharField(read_only=True)
+    mapping = MappingRefSerializer(read_only=True)
+    category = serializers.CharField(read_only=True)
+    code = serializers.CharField(read_only=True)
+    field = serializers.CharField(read_only=True)
+    count = serializers.IntegerField(read_only=True)
+    first_seen = serializers.DateTimeField(read_only=True)
+    last_seen = serializers.DateTimeField(read_only=True)
+    sample = serializers.UUIDField(read_only=True, help_text="The id of the group's most recent error.")
+
+
+class GroupRetrySummarySerializer(RetrySummarySerializer):
+    probe_error = serializers.UUIDField(read_only=True, help_text="The error retried first.")
+    remaining = serializers.IntegerField(read_only=True, help_text="Errors retried once the first succeeds.")
+
+
+# --- views ------------------------------------------------------------------------------------------------------
+
+
+def errors_by_ids(organization, ids):
+    """The organization's errors with these ids; any other id (missing, or another organization's) is a 404 and
+    nothing is done."""
+    found = dict(RecordError.objects.for_org(organization).filter(code__in=ids).values_list("code", "pk"))
+    for code in ids:
+        if code not in found:
+            raise exceptions.NotFound(f"No record error with id {code}.")
+    return [found[code] for code in dict.fromkeys(ids)]
+
+
+class RecordErrorViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                         viewsets.GenericViewSet):
+    """Failing, warned and ignored records of your runs, newest first, and every way out of them."""
+
+    tenant_model = RecordError
+    serializer_class = RecordErrorSerializer
+    filterset_class = RecordErrorFilterSet
+    pagination_class = RecentFirstCursorPagination
+    ordering_fields = ["created_at"]
+    ordering = ["-created_at", "-id"]
+
+    def scope_queryset(self, queryset):
+        return queryset.select_related("run", "mapping")
+
+    def get_serializer_class(self):
+        return RecordErrorDetailSerializer if self.action == "retrieve" else RecordErrorSerializer
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(self.detail_data(self.get_object()))
+
+    def detail_data(self, error):
+        if error.source_record_id:
+            error.history = list(self.get_queryset().filter(
+                mapping_id=error.mapping_id, source_record_id=error.source_record_id
+            ).order_by("created_at", "pk"))
+        else:
+            error.history = [error]
+        return RecordErrorDetailSerializer(error).data
+
+    @extend_schema(summary="Retry an error", request=ForceSerializer, responses={202: RetrySummarySerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, *args, **kwargs):
+        """Replay this record now, read fresh from its source where the connector can."""
+        error = self.get_object()
+        options = ForceSerializer(data=request.data)
+        options.is_valid(raise_exception=True)
+        with refusals_as_conflicts():
+            summary = error_retry(error=error, force=options.validated_data["force"])
+        return Response(RetrySummarySerializer.answer(summary), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="Retry errors by ids or by filter", request=BulkRetrySerializer,
+                   responses={202: RetrySummarySerializer}, parameters=[IDEMPOTENCY_HEADER])
+    @action(detail=False, methods=["post"], url_path="bulk-retry")
+    @idempotent
+    def bulk_retry(self, request, *args, **kwargs):
+        """Retry the listed errors, or every error matching a filter, in one replay run per mapping. One id that
+        is not yours answers 404 and nothing is retried."""
+        body = BulkRetrySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        options = {"organization": request.org, "resolution": Resolution.BULK_RETRY,
+                   "force": body.validated_data["force"]}
+        if "ids" in body.validated_data:
+            summary = errors_retry(error_ids=errors_by_ids(request.org, body.validated_data["ids"]), **options)
+        else:
+            matching = RecordErrorFilterSet.from_body(body.validated_data["filter"], request=request,
+                                                      queryset=self.get_queryset())
+            summary = errors_retry(queryset=matching.qs, **options)
+        return Response(RetrySummarySerializer.answer(summary), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="Resolve an error", request=ResolveSerializer, responses={200: RecordErrorDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def resolve(self, request, *args, **kwargs):
+        """Close the error as fixed, with an optional note."""
+        error = self.get_object()
+        body = ResolveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with refusals_as_conflicts():
+            error_resolve(error=error, note=body.validated_data["note"])
+        return Response(self.detail_data(error))
+
+    @extend_schema(summary="Ignore an error", request=IgnoreSerializer, responses={200: RecordErrorDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def ignore(self, request, *args, **kwargs):
+        """Close the error on purpose; the reason is kept and shown."""
+        error = self.get_object()
+        body = IgnoreSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with refusals_as_conflicts():
+            error_ignore(error=error, reason=body.validated_data["reason"])
+        return Response(self.detail_data(error))
+
+    @extend_schema(summary="Correct a record and retry it", request=EditAndRetrySerializer,
+                   responses={202: RetrySummarySerializer})
+    @action(detail=True, methods=["post"], url_path="edit-and-retry")
+    def edit_and_retry(self, request, *args, **kwargs):
+        """Replace the transformed record with a correction, checked against the target's schema (field errors
+        answer 400 keyed by field), and retry it."""
+        error = self.get_object()
+        body = EditAndRetrySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        if error.is_resolved:
+            raise StateConflict("This error is already resolved.", code="already_resolved")
+        with refusals_as_conflicts():
+            summary = error_edit_and_retry(error=error, payload=body.validated_data["payload"],
+                                           force=body.validated_data["force"])
+        if not summary["queued"]:
+            reason = next(iter(summary["skipped"]), "not_retriable")
+            raise StateConflict(f"The correction was saved but not retried ({reason.replace('_', ' ')}).",
+                                code=reason)
+        return Response(RetrySummarySerializer.answer(summary), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="Preview a replay", request=PreviewRequestSerializer,
+                   responses={200: PlanEntrySerializer(many=True)})
+    @action(detail=False, methods=["post"], pagination_class=None, filter_backends=[])
+    def preview(self, request, *args, **kwargs):
+        """What a replay of these errors would write, per record, next to the target's current values. Nothing
+        is written and no error changes."""
+        body = PreviewRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        plans = errors_replay_preview(organization=request.org,
+                                      error_ids=errors_by_ids(request.org, body.validated_data["ids"]))
+        return Response(PlanEntrySerializer(plans, many=True).data)
+
+    @extend_schema(summary="The review queue", responses={200: RecordErrorSerializer(many=True)})
+    @action(detail=False, methods=["get"], url_path="review-queue", pagination_class=StandardPagination,
+            filter_backends=[])
+    def review_queue(self, request, *args, **kwargs):
+        """Record errors waiting for a person (manual review strategy, flagged replays), oldest first."""
+        page = self.paginate_queryset(review_queue(organization=request.org))
+        return self.get_paginated_response(RecordErrorSerializer(page, many=True).data)
+
+
+class ErrorGroupViewSet(TenantViewSetMixin, viewsets.GenericViewSet):
+    """Unresolved record errors grouped by fingerprint (same mapping, category, code and field): fix once, retry
+    the group."""
+
+    tenant_model = RecordError
+    serializer_class = ErrorGroupSerializer
+    filterset_class = RecordErrorFilterSet
+    filter_backends = [DjangoFilterBackend, filters.OrderingFilter]
+    ordering_fields = ["count", "first_seen", "last_seen"]
+    lookup_field = "fingerprint"
+    lookup_value_regex = "[0-9a-f]{40}"
+    lookup_value_converter = "str"
+
+    def list(self, request, *args, **kwargs):
+        """Groups of the errors matching the filters, largest first."""
+        errors = DjangoFilterBackend().filter_queryset(request, self.get_queryset(), self)
+        groups = filters.OrderingFilter().filter_queryset(
+            request, error_groups(organization=request.org, queryset=errors), self
+        )
+        page = self.paginate_queryset(groups)
+        mappings = Mapping.objects.for_org(request.org).in_bulk({row["mapping_id"] for row in page})
+        samples = dict(self.get_queryset().filter(pk__in=[row["sample_id"] for row in page])
+                       .values_list("pk", "code"))
+        rows = [{**row, "mapping": mappings[row["mapping_id"]], "code": row["error_code"],
+                 "sample": samples[row["sample_id"]]} for row in page]
+        return self.get_paginated_response(ErrorGroupSerializer(rows, many=True).data)
+
+    @extend_schema(summary="Retry an error group", request=None, responses={202: GroupRetrySummarySerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, *args, **kwargs):
+        """Retry one record of the group first; when it succeeds, the rest follow in a bulk retry."""
+        fingerprint = kwargs["fingerprint"]
+        if not self.get_queryset().filter(fingerprint=fingerprint).exists():
+            raise exceptions.NotFound(f"No error group {fingerprint}.")
+        with refusals_as_conflicts():
+            summary = error_group_retry(organization=request.org, fingerprint=fingerprint)
+        probe = self.get_queryset().get(pk=summary["probe_error"])
+        answer = GroupRetrySummarySerializer.answer(summary, probe_error=probe.code)
+        return Response(answer, status=status.HTTP_202_ACCEPTED)

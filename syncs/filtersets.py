@@ -1,0 +1,122 @@
+"""Query filters of the syncs API: runs, record errors and per-record sync status.
+
+The error filter does not filter by itself: it validates the query and hands it to
+`syncs.selectors.record_errors_matching`, so a filter means the same in the API, the CLI and the admin.
+"""
+
+from datetime import UTC
+
+import django_filters
+from django import forms
+from rest_framework import exceptions
+
+from integrations.errors import ErrorCategory
+from integrations.models import Connection
+from mappings.models import Mapping
+from syncs.models import ErrorLevel, ErrorStatus, LinkStatus, RecordError, RecordLink, RunStatus, SyncRun, Trigger
+from syncs.selectors import record_errors_matching
+
+
+def _organization_rows(model):
+    """A choice queryset limited to the caller's organization: another organization's code is not a choice."""
+
+    def queryset(request):
+        if request is None:
+            return model.objects.none()
+        return model.objects.for_org(request.org)
+
+    return queryset
+
+
+class UtcDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 date-time that also exists in UTC: year 1 at +14:00 would otherwise crash the query."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        try:
+            return value.astimezone(UTC) if value is not None else None
+        except OverflowError:
+            raise forms.ValidationError("Date-time value out of range.", code="overflow") from None
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
+class SyncRunFilterSet(django_filters.FilterSet):
+    mapping = django_filters.UUIDFilter(field_name="mapping__code", help_text="The mapping's id.")
+    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices, help_text="Repeat to match several.")
+    trigger = django_filters.MultipleChoiceFilter(choices=Trigger.choices, help_text="Repeat to match several.")
+    is_test = django_filters.BooleanFilter()
+    queued_after = UtcDateTimeFilter(field_name="queued_at", lookup_expr="gte",
+                                                    help_text="Queued at or after this time (ISO 8601).")
+    queued_before = UtcDateTimeFilter(field_name="queued_at", lookup_expr="lt",
+                                                     help_text="Queued before this time (ISO 8601).")
+
+    class Meta:
+        model = SyncRun
+        fields = []
+
+
+class RecordErrorFilterSet(django_filters.FilterSet):
+    """The errors list's query, and the `filter` object of a bulk retry: both go to record_errors_matching."""
+
+    category = django_filters.MultipleChoiceFilter(choices=ErrorCategory.choices, help_text="Repeat to match several.")
+    code = django_filters.CharFilter(field_name="error_code", help_text="The error code, e.g. INVALID_EMAIL.")
+    level = django_filters.MultipleChoiceFilter(choices=ErrorLevel.choices, help_text="Repeat to match several.")
+    status = django_filters.MultipleChoiceFilter(choices=ErrorStatus.choices, help_text="Repeat to match several.")
+    mapping = django_filters.ModelChoiceFilter(queryset=_organization_rows(Mapping), to_field_name="code",
+                                               help_text="The mapping's id.")
+    target_connection = django_filters.ModelChoiceFilter(
+        field_name="mapping__target_connection", queryset=_organization_rows(Connection), to_field_name="code",
+        help_text="The id of the mapping's target connection.",
+    )
+    run = django_filters.ModelChoiceFilter(queryset=_organization_rows(SyncRun), to_field_name="code",
+                                           help_text="The run's id.")
+    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte",
+                                             help_text="Created at or after this time (ISO 8601).")
+    until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt",
+                                             help_text="Created before this time (ISO 8601).")
+    search = django_filters.CharFilter(help_text="Part of the message, the source record id or the error code.")
+
+    class Meta:
+        model = RecordError
+        fields = []
+
+    def filter_queryset(self, queryset):
+        given = {name: value for name, value in self.form.cleaned_data.items() if value not in (None, "", [])}
+        matching = record_errors_matching(organization=self.request.org, **given)
+        return queryset & matching
+
+    @classmethod
+    def from_body(cls, data, *, request, queryset):
+        """The filterset of a JSON object (a bulk retry's `filter`); unknown names and wrong types answer 400."""
+        unknown = sorted(set(data) - set(cls.base_filters))
+        if unknown:
+            raise exceptions.ValidationError({"filter": {name: ["Unknown filter."] for name in unknown}})
+        query, wrong = {}, {}
+        for name, value in data.items():
+            several = isinstance(cls.base_filters[name], django_filters.MultipleChoiceFilter)
+            values = value if several and isinstance(value, list) else [value]
+            if not all(isinstance(item, str) for item in values):
+                wrong[name] = ["Expected a string or a list of strings." if several else "Expected a string."]
+            query[name] = values if several else value
+        if wrong:
+            raise exceptions.ValidationError({"filter": wrong})
+        filterset = cls(query, request=request, queryset=queryset)
+        if not filterset.is_valid():
+            raise exceptions.ValidationError({"filter": {name: list(errors) for name, errors in
+                                                         filterset.errors.items()}})
+        return filterset
+
+
+class RecordStatusFilterSet(django_filters.FilterSet):
+    mapping = django_filters.UUIDFilter(field_name="mapping__code", help_text="The mapping's id.")
+    target_connection = django_filters.UUIDFilter(field_name="mapping__target_connection__code",
+                                                  help_text="The id of the mapping's target connection.")
+    status = django_filters.MultipleChoiceFilter(choices=LinkStatus.choices, help_text="Repeat to match several.")
+    source_record_id = django_filters.CharFilter()
+
+    class Meta:
+        model = RecordLink
+        fields = []
