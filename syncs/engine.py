@@ -59,17 +59,33 @@ CURSOR_TRIGGERS = (Trigger.SCHEDULE, Trigger.MANUAL)
 
 
 def sync_run_claim(*, run_id):
-    """Move a queued run to running, or take over a running one whose worker died; None if someone has it."""
+    """Move a queued run to running, or take over a running one whose worker died; None if someone has it.
+
+    One run of a mapping at a time: a run whose mapping has another live run stays queued (the finishing run,
+    or else the reaper, hands it to a worker later). Claims of one mapping are serialized by a row lock on the
+    mapping (PostgreSQL; SQLite serializes every write transaction anyway).
+    """
     now = timezone.now()
-    claimed = SyncRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, claims=F("claims") + 1
-    )
-    if not claimed:
-        # Nothing got updated: another worker has it, unless its heartbeat stopped (killed worker).
-        stale_before = now - timedelta(seconds=settings.RESYNC_HEARTBEAT_STALE_SECONDS)
-        claimed = SyncRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, heartbeat_at__lt=stale_before).update(
-            heartbeat_at=now, claims=F("claims") + 1
+    stale_before = now - timedelta(seconds=settings.RESYNC_HEARTBEAT_STALE_SECONDS)
+    with transaction.atomic():
+        mapping_id = SyncRun.objects.filter(pk=run_id).values_list("mapping_id", flat=True).first()
+        if mapping_id is None:
+            return None
+        list(Mapping.objects.select_for_update().filter(pk=mapping_id).values_list("pk", flat=True))
+        busy = SyncRun.objects.filter(
+            mapping_id=mapping_id, status=RunStatus.RUNNING, heartbeat_at__gte=stale_before
+        ).exclude(pk=run_id).exists()
+        if busy:
+            log_event("run_deferred", run_id=run_id, reason="another run of the mapping is running")
+            return None
+        claimed = SyncRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, claims=F("claims") + 1
         )
+        if not claimed:
+            # Nothing got updated: another worker has it, unless its heartbeat stopped (killed worker).
+            claimed = SyncRun.objects.filter(
+                pk=run_id, status=RunStatus.RUNNING, heartbeat_at__lt=stale_before
+            ).update(heartbeat_at=now, claims=F("claims") + 1)
     if not claimed:
         return None
     return SyncRun.objects.select_related(
@@ -221,6 +237,7 @@ class RunExecutor:
         self.page_size = int(run.options.get("page_size") or self.mapping.batch_size)
         self.sample_limit = run.options.get("sample_size")
         self.stopped = False
+        self.canceled = False
         self.last_heartbeat = None
         self.batch_errors = 0
         self.conflicted_links = set()
@@ -375,6 +392,8 @@ class RunExecutor:
             token = finished[-1].next_page_token
         read_total = sum(b.record_count for b in finished)
         while True:
+            if self.cancel_requested():
+                return
             sequence += 1
             batch, _ = SyncBatch.objects.update_or_create(
                 run=self.run, direction=sync_pass.direction, sequence=sequence,
@@ -446,7 +465,7 @@ class RunExecutor:
         for sequence, (kind, unit) in enumerate(units, start=1):
             if sequence in finished:
                 continue  # done by an earlier (killed) attempt of this run
-            if self.stopped:
+            if self.stopped or self.cancel_requested():
                 return
             batch, _ = SyncBatch.objects.update_or_create(
                 run=self.run, direction=direction, sequence=sequence,
@@ -529,6 +548,12 @@ class RunExecutor:
     def count_attempt(self, batch):
         batch.attempts += 1
         SyncBatch.objects.filter(pk=batch.pk).update(attempts=batch.attempts)
+
+    def cancel_requested(self):
+        """Someone canceled this run (syncs.services.sync_run_cancel): stop before the next batch."""
+        if SyncRun.objects.filter(pk=self.run.pk, status=RunStatus.CANCELED).exists():
+            self.canceled = self.stopped = True
+        return self.canceled
 
     def batch_failed(self, batch, exc, sync_pass, retrying=None):
         self.batch_errors += 1
@@ -1018,7 +1043,9 @@ class RunExecutor:
         for name, value in totals.items():
             setattr(run, name, value)
         run.finished_at = timezone.now()
-        if run.system_error or self.stopped or (self.batch_errors and run.read == 0):
+        if self.canceled:
+            run.status = RunStatus.CANCELED
+        elif run.system_error or self.stopped or (self.batch_errors and run.read == 0):
             run.status = RunStatus.FAILED
         elif self.batch_errors or run.failed:
             run.status = RunStatus.PARTIALLY_FAILED

@@ -308,6 +308,7 @@ def sync_run_after_finish(run):
     if run.is_test:
         return
     _release_unprocessed(run)
+    _start_next_queued(run)
     for root in _roots_touched(run):
         chain_refresh_status(root)
     _automated_replay(run)
@@ -326,6 +327,14 @@ def _release_unprocessed(run):
         error.status, error.next_retry_at = error_routing(mapping=error.mapping, error=error, now=now)
         error.claim_token = None
         error.save(update_fields=["attempts", "status", "next_retry_at", "claim_token", "updated_at"])
+
+
+def _start_next_queued(run):
+    """Runs of this mapping that waited for this one (see sync_run_claim) go to a worker now."""
+    waiting = SyncRun.objects.filter(mapping_id=run.mapping_id, status=RunStatus.QUEUED, is_test=False).exclude(
+        pk=run.pk).order_by("pk").values_list("pk", flat=True).first()
+    if waiting is not None:
+        transaction.on_commit(lambda: async_task("syncs.tasks.run_sync", waiting, task_name=f"sync-run-{waiting}"))
 
 
 def _roots_touched(run):
@@ -362,7 +371,7 @@ def chain_refresh_status(root):
 
 def _automated_replay(run):
     mapping = run.mapping
-    if not mapping.automated_replay or not run.failed:
+    if not mapping.automated_replay or not run.failed or run.status == RunStatus.CANCELED:
         return None
     root = run.root or run
     replays = SyncRun.objects.filter(root=root, trigger=Trigger.REPLAY).count()

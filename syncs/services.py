@@ -17,7 +17,10 @@ def sync_run_queue(*, mapping, trigger=Trigger.MANUAL, parent=None, is_test=Fals
     active = SyncRun.objects.for_org(mapping.organization).filter(
         mapping=mapping, status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False
     )
-    if not is_test and trigger in (Trigger.SCHEDULE, Trigger.MANUAL) and (existing := active.first()):
+    # A second full run of a mapping would read the same delta again: the active one is returned instead. Runs
+    # of named records (re-sync, retries, webhooks) are queued; sync_run_claim runs them one after the other.
+    subset = any((options or {}).get(key) for key in ("records", "errors", "batches"))
+    if not is_test and not subset and trigger in (Trigger.SCHEDULE, Trigger.MANUAL) and (existing := active.first()):
         return existing
     if trigger == Trigger.SCHEDULE and not mapping_can_run_on_schedule(mapping):
         return None
@@ -82,10 +85,11 @@ def sync_run_summary(run):
 
 
 def sync_run_cancel(*, run):
-    """Cancel a run that is still queued; the errors it had claimed for a retry go back to their queue.
+    """Cancel a queued or running run.
 
-    The cancel is a conditional update, so a worker that claims the run at the same moment wins and the cancel
-    is refused. A running run cannot be canceled: the engine does not check for cancellation between batches.
+    A queued run is canceled at once and the errors it had claimed for a retry go back to their queue. A
+    running run is marked canceled and its worker stops before the next batch (what it wrote stays written,
+    RecordLink remembers it); the engine then hands back what it did not reach.
     """
     from django.core.exceptions import ValidationError
     from django.utils import timezone
@@ -98,11 +102,14 @@ def sync_run_cancel(*, run):
     canceled = SyncRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
         status=RunStatus.CANCELED, finished_at=now
     )
+    if not canceled and SyncRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        status=RunStatus.CANCELED
+    ):
+        run.refresh_from_db()
+        log_event("run_cancel_requested", run_id=run.pk, mapping_id=run.mapping_id)
+        return run
     run.refresh_from_db()
     if not canceled:
-        if run.status == RunStatus.RUNNING:
-            raise ValidationError("This run is already running; only a queued run can be canceled.",
-                                  code="run_running")
         raise ValidationError("This run has already finished.", code="run_finished")
     # Not an attempt: the retry never ran, so the error keeps its attempt count and gets its schedule back.
     claimed = RecordError.objects.filter(pk__in=run.options.get("errors") or [], status=ErrorStatus.RETRYING)

@@ -9,10 +9,10 @@ from accounts.api import TenantRelatedField, TenantViewSetMixin
 from integrations.models import Connection
 from mappings.api import RejectUnknownFieldsMixin
 from mappings.models import Mapping
-from syncs.api.common import ConnectionRefSerializer, MappingRefSerializer, StateConflict, with_connections
+from syncs.api.common import ConnectionRefSerializer, MappingRefSerializer, with_connections
 from syncs.api.runs import SyncRunSerializer
 from syncs.filtersets import RecordStatusFilterSet
-from syncs.models import RecordLink, RunStatus, SyncRun
+from syncs.models import RecordLink, SyncRun
 from syncs.recovery import record_resync, record_sync_status, records_resync_unsynced, sync_status_counts
 
 MAX_RECORD_IDS = 1000
@@ -57,18 +57,6 @@ class ResyncUnsyncedSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
 
 class ResyncRunsSerializer(serializers.Serializer):
     runs = SyncRunSerializer(many=True, read_only=True, help_text="One re-sync run per mapping.")
-    busy = MappingRefSerializer(
-        many=True, read_only=True,
-        help_text="Mappings with unsynced records that already had a run queued or running: nothing was queued "
-                  "for them; re-sync once that run finishes.",
-    )
-
-
-def busy_mapping_ids(organization):
-    """Mappings with a run queued or running: a manual run of them is not queued again (see sync_run_queue)."""
-    return set(SyncRun.objects.for_org(organization).filter(
-        status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False
-    ).values_list("mapping_id", flat=True))
 
 
 class RecordStatusViewSet(TenantViewSetMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -92,13 +80,10 @@ class RecordStatusViewSet(TenantViewSetMixin, mixins.ListModelMixin, viewsets.Ge
     @extend_schema(summary="Re-sync records", request=ResyncSerializer, responses={202: SyncRunSerializer})
     @action(detail=False, methods=["post"], pagination_class=None, filter_backends=[])
     def resync(self, request, *args, **kwargs):
-        """Sync these source records of a mapping again now, read fresh from the source. A mapping with a run
-        queued or running answers 409: re-sync once it finishes."""
+        """Sync these source records of a mapping again now, read fresh from the source. If the mapping has a run
+        under way, this one starts when it finishes."""
         body = ResyncSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
-        if body.validated_data["mapping"].pk in busy_mapping_ids(request.org):
-            raise StateConflict("This mapping has a run queued or running; re-sync these records once it finishes.",
-                                code="mapping_busy")
         run = record_resync(**body.validated_data)
         run = SyncRun.objects.select_related("mapping", "parent", "root").get(pk=run.pk)
         return Response(SyncRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
@@ -110,9 +95,7 @@ class RecordStatusViewSet(TenantViewSetMixin, mixins.ListModelMixin, viewsets.Ge
         """Re-sync every failed or pending record (of one mapping or one target, or all), one run per mapping."""
         body = ResyncUnsyncedSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
-        busy = busy_mapping_ids(request.org)
         runs = records_resync_unsynced(organization=request.org, **body.validated_data)
         runs = SyncRun.objects.filter(pk__in=[run.pk for run in runs]).select_related("mapping", "parent", "root")
-        answer = {"runs": [run for run in runs.order_by("pk") if run.mapping_id not in busy],
-                  "busy": [run.mapping for run in runs.order_by("mapping__name") if run.mapping_id in busy]}
+        answer = {"runs": list(runs.order_by("pk"))}
         return Response(ResyncRunsSerializer(answer).data, status=status.HTTP_202_ACCEPTED)

@@ -132,21 +132,30 @@ def test_resyncing_every_unsynced_record_queues_one_run_per_mapping(
     assert set(RecordLink.objects.values_list("status", flat=True)) == {LinkStatus.SYNCED}
     assert len(records(failing_target)) == 2
     nothing_left = api.post("/api/v1/record-status/resync-unsynced/", {}, format="json")
-    assert nothing_left.status_code == 202 and nothing_left.json() == {"runs": [], "busy": []}
+    assert nothing_left.status_code == 202 and nothing_left.json() == {"runs": []}
 
 
-def test_a_mapping_with_a_run_in_progress_is_not_resynced_and_says_so(api, half_synced):
+def test_a_resync_of_a_mapping_with_a_run_under_way_waits_for_it_and_then_runs(api, half_synced, failing_target):
+    from syncs.engine import sync_run_claim, sync_run_execute
+
     _healthy, down, rows = half_synced
+    set_faults(failing_target)
     in_progress = sync_run_queue(mapping=down, enqueue=False)
+    assert sync_run_claim(run_id=in_progress.pk) is not None  # a worker has it
 
     single = api.post("/api/v1/record-status/resync/",
                       {"mapping": str(down.code), "source_record_ids": [rows[0].external_id]}, format="json")
-    every = api.post("/api/v1/record-status/resync-unsynced/", {}, format="json")
 
-    assert "once it finishes" in assert_problem(single, 409, "mapping_busy")["detail"]
-    assert every.status_code == 202
-    assert every.json() == {"runs": [], "busy": [{"id": str(down.code), "name": down.name}]}
-    assert list(SyncRun.objects.filter(mapping=down, status="queued")) == [in_progress]
+    assert single.status_code == 202, single.content
+    waiting = SyncRun.objects.get(code=single.json()["id"])
+    assert sync_run_execute(run_id=waiting.pk) is None  # one run of a mapping at a time: it waits
+    waiting.refresh_from_db()
+    assert waiting.status == "queued"
+    SyncRun.objects.filter(pk=in_progress.pk).update(status="succeeded")
+    sync_run_execute(run_id=waiting.pk)
+    waiting.refresh_from_db()
+    assert waiting.status == "succeeded"
+    assert RecordLink.objects.get(mapping=down, source_record_id=rows[0].external_id).status == LinkStatus.SYNCED
 
 
 def test_a_resync_naming_another_organizations_mapping_answers_404_like_a_missing_one(

@@ -209,16 +209,35 @@ def test_a_queued_run_is_canceled_and_the_errors_it_was_to_retry_go_back(api, fa
     assert api.post(f"/api/v1/runs/{failed_run.code}/retry-failures/").status_code == 202
 
 
-def test_a_finished_or_running_run_cannot_be_canceled(api, failed_run, make_mapping):
+def test_a_finished_run_cannot_be_canceled(api, failed_run):
     assert_problem(api.post(f"/api/v1/runs/{failed_run.code}/cancel/"), 409, "run_finished")
-    (running,) = queued_runs(make_mapping(), 1)
-    SyncRun.objects.filter(pk=running.pk).update(status=RunStatus.RUNNING)
 
-    body = assert_problem(api.post(f"/api/v1/runs/{running.code}/cancel/"), 409, "run_running")
 
-    assert "only a queued run" in body["detail"]
-    running.refresh_from_db()
-    assert running.status == RunStatus.RUNNING
+def test_a_running_run_stops_before_its_next_batch_when_canceled(api, make_mapping, monkeypatch):
+    from integrations.connectors.sandbox import seed_records
+    from syncs.engine import RunExecutor, sync_run_execute
+    from syncs.services import sync_run_queue
+    from tests.syncs.helpers import person, records
+
+    mapping = make_mapping(batch_size=2)
+    seed_records(mapping.source_connection, "contacts", [person(n) for n in range(6)])
+    run = sync_run_queue(mapping=mapping, enqueue=False)
+    original = RunExecutor.process_batch
+
+    def cancel_during_the_first_batch(self, sync_pass, batch, records_, **kwargs):
+        if batch.sequence == 1:
+            assert api.post(f"/api/v1/runs/{run.code}/cancel/").status_code == 200
+        return original(self, sync_pass, batch, records_, **kwargs)
+
+    monkeypatch.setattr(RunExecutor, "process_batch", cancel_during_the_first_batch)
+    sync_run_execute(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELED
+    assert (run.read, run.created) == (2, 2)  # the batch under way finished; no other batch started
+    assert len(records(mapping.target_connection)) == 2
+    mapping.refresh_from_db()
+    assert mapping.source_cursor is None
 
 
 # --- roles --------------------------------------------------------------------------------------------------------

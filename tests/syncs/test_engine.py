@@ -422,3 +422,22 @@ def test_one_organization_never_sees_anothers_links_or_errors(make_mapping, othe
     assert set(RecordLink.objects.for_org(other_org).values_list("mapping", flat=True)) == {theirs.pk}
     with pytest.raises(ValueError):
         RecordError.objects.for_org(None)
+
+
+def test_runs_of_one_mapping_never_overlap_and_a_waiting_run_starts_when_the_first_ends(
+    make_mapping, django_capture_on_commit_callbacks
+):
+    mapping = make_mapping()
+    (row,) = seed_records(mapping.source_connection, "contacts", [person(1)])
+    first = sync_run_queue(mapping=mapping, enqueue=False)
+    claimed = sync_run_claim(run_id=first.pk)
+    resync = sync_run_queue(mapping=mapping, enqueue=False, options={"records": [row.external_id]})
+
+    assert sync_run_execute(run_id=resync.pk) is None  # the mapping is busy: the re-sync waits, still queued
+
+    with django_capture_on_commit_callbacks(execute=True):
+        RunExecutor(claimed).execute()  # the first run ends and hands the waiting run to a worker
+
+    resync.refresh_from_db()
+    assert (resync.status, resync.read, resync.claims) == (RunStatus.SUCCEEDED, 1, 1)
+    assert len(records(mapping.target_connection)) == 1
