@@ -189,6 +189,9 @@ def errors_retry(*, organization, queryset=None, error_ids=None, resolution=Reso
         candidates = candidates.filter(pk__in=queryset.values("pk"))
     if error_ids is not None:
         candidates = candidates.filter(pk__in=list(error_ids))
+    else:
+        # "Everything matching a filter" means what is still open; named ids get a reason for each skip.
+        candidates = candidates.exclude(status__in=(ErrorStatus.RESOLVED, ErrorStatus.IGNORED))
     skipped = {}
     test_errors = candidates.filter(run__is_test=True).count()
     if test_errors:

@@ -98,13 +98,13 @@ def test_a_retry_that_fails_again_supersedes_the_errors_it_retried(org, outage, 
     assert set(again.values_list("status", flat=True)) == {ErrorStatus.OPEN}
 
 
-def test_retry_prints_what_it_skipped_and_why(org, outage):
+def test_retry_by_filter_leaves_resolved_and_ignored_errors_alone_without_noise(org, outage):
     ignored = RecordError.objects.get(source_record_id="ct_3")
     error_ignore(error=ignored, reason="Duplicate of ct_1")
 
     output = command("errors", "retry", "--org", "acme", "--mapping", str(outage["desk"].pk))
 
-    assert output == "Queued 0 errors for retry.\nSkipped 1 error: already resolved or ignored.\n"
+    assert output == "Queued 0 errors for retry.\n"
     assert not SyncRun.objects.filter(trigger=Trigger.RETRY).exists()
 
 
