@@ -104,7 +104,7 @@ def test_retry_by_filter_leaves_resolved_and_ignored_errors_alone_without_noise(
 
     output = command("errors", "retry", "--org", "acme", "--mapping", str(outage["desk"].pk))
 
-    assert output == "Queued 0 errors for retry.\n"
+    assert output == "No error matches these filters: nothing queued.\n"
     assert not SyncRun.objects.filter(trigger=Trigger.RETRY).exists()
 
 
