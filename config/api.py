@@ -1,21 +1,28 @@
-"""Project-wide API conventions: problem-JSON errors (RFC 9457, seed 001's shape), pagination, and the OpenAPI
-schema's shared parts. The tenant chokepoint and authentication live in accounts.api; resources in each app's
-api.py, gathered by config.urls."""
+"""Project-wide API conventions: problem-JSON errors (RFC 9457, seed 001's shape), pagination and ordering, query
+filters, the serializer pieces more than one app's resources use, and the OpenAPI schema's shared parts. The tenant
+chokepoint and authentication live in accounts.api; resources in each app's api.py, gathered by config.urls."""
 
 import logging
 import uuid
+from datetime import UTC
 
+import django_filters
+from django import forms
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework import exceptions
+from rest_framework import exceptions, filters, serializers
 from rest_framework.pagination import CursorPagination, LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
+from integrations.errors import ErrorCategory
+
 logger = logging.getLogger("resync.api")
+
+# --- problem JSON ------------------------------------------------------------------------------------------------
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://resync.dev/problems/"
@@ -103,6 +110,9 @@ def api_not_found(request, *args, **kwargs):
     return JsonResponse(body, status=404, content_type=PROBLEM_CONTENT_TYPE)
 
 
+# --- pagination and ordering -------------------------------------------------------------------------------------
+
+
 class StandardPagination(LimitOffsetPagination):
     default_limit = 50
     max_limit = 500
@@ -117,7 +127,100 @@ class RecentFirstCursorPagination(CursorPagination):
     ordering = ("-created_at", "-id")
 
 
-# --- OpenAPI --------------------------------------------------------------------------------------------------
+class StableOrderingFilter(filters.OrderingFilter):
+    """Any requested ordering ends with the primary key, so offset pages neither repeat nor skip rows.
+
+    The default filter backend (settings.REST_FRAMEWORK). An ordering that already names the key is kept as is.
+    """
+
+    def get_ordering(self, request, queryset, view):
+        ordering = super().get_ordering(request, queryset, view)
+        if not ordering or {"id", "-id", "pk", "-pk"} & set(ordering):
+            return ordering
+        return [*ordering, "id"]
+
+
+# --- query filters -----------------------------------------------------------------------------------------------
+
+
+class UtcDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 date-time that also exists in UTC: year 1 at +14:00 would otherwise crash the query."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        try:
+            return value.astimezone(UTC) if value is not None else None
+        except OverflowError:
+            raise forms.ValidationError("Date-time value out of range.", code="overflow") from None
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """Every date-time filter of the API: an out-of-range date is a 400, not a 500."""
+
+    field_class = UtcDateTimeField
+
+
+# --- serializer pieces of more than one app ----------------------------------------------------------------------
+
+
+class RejectUnknownFieldsMixin:
+    """A key the serializer does not know is an error, not silently dropped: a typo must not look like success.
+
+    Read-only fields are accepted (and ignored), so the body of a GET can be sent back as a PUT.
+    """
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class RunCountsSerializer(serializers.Serializer):
+    """A run's counts, read from the run itself (use with source="*")."""
+
+    read = serializers.IntegerField(read_only=True)
+    created = serializers.IntegerField(read_only=True)
+    updated = serializers.IntegerField(read_only=True)
+    unchanged = serializers.IntegerField(read_only=True)
+    skipped = serializers.IntegerField(read_only=True)
+    ignored = serializers.IntegerField(read_only=True)
+    warned = serializers.IntegerField(read_only=True)
+    failed = serializers.IntegerField(read_only=True)
+
+
+PLAN_ACTIONS = ("create", "update", "unchanged", "skipped", "ignored", "failed")
+
+
+class PlanChangeSerializer(serializers.Serializer):
+    current = serializers.JSONField(read_only=True, allow_null=True)
+    new = serializers.JSONField(read_only=True, allow_null=True)
+
+
+class PlanEntrySerializer(serializers.Serializer):
+    """One record of a test run's plan: what a real run would do with it, next to the target's current values.
+
+    A page that failed to load, or a failed connection check, is an entry too: its record_id is null.
+    """
+
+    record_id = serializers.CharField(read_only=True, allow_null=True, default=None)
+    action = serializers.ChoiceField(choices=PLAN_ACTIONS, read_only=True)
+    payload = serializers.DictField(read_only=True, allow_null=True, default=None,
+                                    help_text="What would be written, after transforms.")
+    warnings = serializers.ListField(child=serializers.CharField(), read_only=True, default=list)
+    errors = serializers.ListField(child=serializers.CharField(), read_only=True, default=list)
+    changes = serializers.DictField(child=PlanChangeSerializer(), read_only=True, default=dict,
+                                    help_text="Per field of an update: the target's current value and the new one.")
+    current = serializers.DictField(read_only=True, allow_null=True, default=None,
+                                    help_text="The target record as it is now, when there is one.")
+    target_id = serializers.CharField(read_only=True, allow_null=True, default=None)
+    reason = serializers.CharField(read_only=True, allow_null=True, default=None, help_text="Why it is ignored.")
+    category = serializers.ChoiceField(choices=ErrorCategory.choices, read_only=True, allow_null=True, default=None)
+    batch = serializers.IntegerField(read_only=True, allow_null=True, default=None)
+
+
+# --- OpenAPI -----------------------------------------------------------------------------------------------------
 
 PROBLEM_SCHEMA = {
     "type": "object",

@@ -14,11 +14,9 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch, ProtectedError
 from django.utils import timezone
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.filters import OrderingFilter
 from rest_framework.response import Response
 
 from accounts.api import IDEMPOTENCY_HEADER, TenantRelatedField, TenantViewSetMixin, idempotent
@@ -233,14 +231,6 @@ def _unique_name():
 # --- views -------------------------------------------------------------------------------------------------------
 
 
-class StableOrderingFilter(OrderingFilter):
-    """Any requested ordering ends with the primary key, so offset pages neither repeat nor skip rows."""
-
-    def get_ordering(self, request, queryset, view):
-        ordering = super().get_ordering(request, queryset, view)
-        return [*ordering, "id"] if ordering else ordering
-
-
 CONNECTOR_FAILURE = (
     "When the external system cannot describe itself now, the answer is a 409 problem whose `error` holds the "
     "classified failure (category, code, message)."
@@ -265,7 +255,6 @@ class ConnectionViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
     tenant_model = Connection
     serializer_class = ConnectionSerializer
     filterset_class = ConnectionFilterSet
-    filter_backends = [DjangoFilterBackend, StableOrderingFilter]
     ordering_fields = ["name", "provider", "status", "last_checked_at", "created_at", "updated_at"]
     ordering = ["name"]
 
@@ -535,7 +524,6 @@ class WebhookEndpointViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
     tenant_model = WebhookEndpoint
     serializer_class = WebhookEndpointSerializer
     filterset_class = WebhookEndpointFilterSet
-    filter_backends = [DjangoFilterBackend, StableOrderingFilter]
     ordering_fields = ["name", "created_at", "last_received_at"]
     ordering = ["name"]
 

@@ -2,9 +2,9 @@
 
 import django_filters
 
+from config.api import UtcDateTimeFilter
 from integrations.connectors import PROVIDER_CHOICES
 from integrations.models import Connection, ConnectionStatus, WebhookEndpoint, WebhookEvent, WebhookEventStatus
-from syncs.filtersets import UtcDateTimeFilter
 
 
 class ConnectionFilterSet(django_filters.FilterSet):

@@ -8,12 +8,12 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.filters import OrderingFilter, SearchFilter
+from rest_framework.filters import SearchFilter
 from rest_framework.response import Response
 
 from accounts.api import IDEMPOTENCY_HEADER, TenantRelatedField, TenantViewSetMixin, idempotent
 from accounts.models import Role
-from integrations.errors import ErrorCategory
+from config.api import PlanEntrySerializer, RejectUnknownFieldsMixin, RunCountsSerializer, StableOrderingFilter
 from integrations.models import Connection
 from mappings.filtersets import MappingFilterSet
 from mappings.models import FieldMapping, Mapping
@@ -30,22 +30,6 @@ from mappings.services import (
 from mappings.transforms import TRANSFORMS
 from syncs.models import RunStatus, Trigger
 from syncs.recovery import mapping_pause, mapping_resume, mapping_test_sync
-
-PLAN_ACTIONS = ("create", "update", "unchanged", "skipped", "ignored", "failed")
-
-
-class RejectUnknownFieldsMixin:
-    """A key the serializer does not know is an error, not silently dropped: a typo must not look like success.
-
-    Read-only fields are accepted (and ignored), so the body of a GET can be sent back as a PUT.
-    """
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
 
 
 def _flat_errors(detail, path=""):
@@ -207,46 +191,6 @@ class TestSyncRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer
     write = serializers.BooleanField(default=False, help_text="Write the sample for real (the cursor never moves).")
 
 
-class PlanChangeSerializer(serializers.Serializer):
-    current = serializers.JSONField(read_only=True, allow_null=True)
-    new = serializers.JSONField(read_only=True, allow_null=True)
-
-
-class PlanEntrySerializer(serializers.Serializer):
-    """One record of a test run's plan: what a real run would do with it, next to the target's current values.
-
-    A page that failed to load, or a failed connection check, is an entry too: its record_id is null.
-    """
-
-    record_id = serializers.CharField(read_only=True, allow_null=True, default=None)
-    action = serializers.ChoiceField(choices=PLAN_ACTIONS, read_only=True)
-    payload = serializers.DictField(read_only=True, allow_null=True, default=None,
-                                    help_text="What would be written, after transforms.")
-    warnings = serializers.ListField(child=serializers.CharField(), read_only=True, default=list)
-    errors = serializers.ListField(child=serializers.CharField(), read_only=True, default=list)
-    changes = serializers.DictField(child=PlanChangeSerializer(), read_only=True, default=dict,
-                                    help_text="Per field of an update: the target's current value and the new one.")
-    current = serializers.DictField(read_only=True, allow_null=True, default=None,
-                                    help_text="The target record as it is now, when there is one.")
-    target_id = serializers.CharField(read_only=True, allow_null=True, default=None)
-    reason = serializers.CharField(read_only=True, allow_null=True, default=None, help_text="Why it is ignored.")
-    category = serializers.ChoiceField(choices=ErrorCategory.choices, read_only=True, allow_null=True, default=None)
-    batch = serializers.IntegerField(read_only=True, allow_null=True, default=None)
-
-
-class RunCountsSerializer(serializers.Serializer):
-    """A run's counts, read from the run itself (use with source="*")."""
-
-    read = serializers.IntegerField(read_only=True)
-    created = serializers.IntegerField(read_only=True)
-    updated = serializers.IntegerField(read_only=True)
-    unchanged = serializers.IntegerField(read_only=True)
-    skipped = serializers.IntegerField(read_only=True)
-    ignored = serializers.IntegerField(read_only=True)
-    warned = serializers.IntegerField(read_only=True)
-    failed = serializers.IntegerField(read_only=True)
-
-
 class TestSyncResultSerializer(serializers.Serializer):
     id = serializers.UUIDField(source="code", read_only=True)
     status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
@@ -287,7 +231,7 @@ class MappingViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
     tenant_model = Mapping
     serializer_class = MappingSerializer
     filterset_class = MappingFilterSet
-    filter_backends = [DjangoFilterBackend, SearchFilter, OrderingFilter]
+    filter_backends = [DjangoFilterBackend, SearchFilter, StableOrderingFilter]
     search_fields = ["name"]
     ordering_fields = ["name", "created_at", "updated_at", "last_successful_sync_at"]
     ordering = ["name", "id"]

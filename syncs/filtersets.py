@@ -4,12 +4,10 @@ The error filter does not filter by itself: it validates the query and hands it 
 `syncs.selectors.record_errors_matching`, so a filter means the same in the API, the CLI and the admin.
 """
 
-from datetime import UTC
-
 import django_filters
-from django import forms
 from rest_framework import exceptions
 
+from config.api import UtcDateTimeFilter
 from integrations.errors import ErrorCategory
 from integrations.models import Connection
 from mappings.models import Mapping
@@ -28,30 +26,15 @@ def _organization_rows(model):
     return queryset
 
 
-class UtcDateTimeField(django_filters.fields.IsoDateTimeField):
-    """An ISO 8601 date-time that also exists in UTC: year 1 at +14:00 would otherwise crash the query."""
-
-    def to_python(self, value):
-        value = super().to_python(value)
-        try:
-            return value.astimezone(UTC) if value is not None else None
-        except OverflowError:
-            raise forms.ValidationError("Date-time value out of range.", code="overflow") from None
-
-
-class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
-    field_class = UtcDateTimeField
-
-
 class SyncRunFilterSet(django_filters.FilterSet):
     mapping = django_filters.UUIDFilter(field_name="mapping__code", help_text="The mapping's id.")
     status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices, help_text="Repeat to match several.")
     trigger = django_filters.MultipleChoiceFilter(choices=Trigger.choices, help_text="Repeat to match several.")
     is_test = django_filters.BooleanFilter()
     queued_after = UtcDateTimeFilter(field_name="queued_at", lookup_expr="gte",
-                                                    help_text="Queued at or after this time (ISO 8601).")
+                                     help_text="Queued at or after this time (ISO 8601).")
     queued_before = UtcDateTimeFilter(field_name="queued_at", lookup_expr="lt",
-                                                     help_text="Queued before this time (ISO 8601).")
+                                      help_text="Queued before this time (ISO 8601).")
 
     class Meta:
         model = SyncRun
@@ -74,9 +57,9 @@ class RecordErrorFilterSet(django_filters.FilterSet):
     run = django_filters.ModelChoiceFilter(queryset=_organization_rows(SyncRun), to_field_name="code",
                                            help_text="The run's id.")
     since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte",
-                                             help_text="Created at or after this time (ISO 8601).")
+                              help_text="Created at or after this time (ISO 8601).")
     until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt",
-                                             help_text="Created before this time (ISO 8601).")
+                              help_text="Created before this time (ISO 8601).")
     search = django_filters.CharFilter(help_text="Part of the message, the source record id or the error code.")
 
     class Meta:

@@ -285,7 +285,7 @@ def sync_run_retry_failures(*, run, force=False):
     if run.status not in (RunStatus.PARTIALLY_FAILED, RunStatus.FAILED):
         raise ValidationError("Only a finished run with failures can be retried.", code="no_failures")
     failures = RecordError.objects.for_org(run.organization).filter(
-        run__in=_run_and_descendants(run), level__in=RETRIABLE_LEVELS, status__in=CLAIMABLE_STATUSES
+        run__in=run_and_descendants(run), level__in=RETRIABLE_LEVELS, status__in=CLAIMABLE_STATUSES
     )
     blocked = _snapshotless(failures)
     with transaction.atomic():
@@ -298,7 +298,8 @@ def sync_run_retry_failures(*, run, force=False):
     return child
 
 
-def _run_and_descendants(run):
+def run_and_descendants(run):
+    """The primary keys of `run` and of every retry below it in its chain."""
     ids, frontier = {run.pk}, {run.pk}
     while frontier:
         frontier = set(SyncRun.objects.filter(parent_id__in=frontier).values_list("pk", flat=True)) - ids

@@ -5,8 +5,8 @@ import contextlib
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions, serializers
 
+from config.api import RejectUnknownFieldsMixin
 from integrations.models import Connection
-from mappings.api import RejectUnknownFieldsMixin
 from syncs.models import SyncRun
 
 

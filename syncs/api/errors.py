@@ -8,8 +8,12 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from accounts.api import IDEMPOTENCY_HEADER, TenantViewSetMixin, idempotent
-from config.api import RecentFirstCursorPagination, StandardPagination
-from mappings.api import PlanEntrySerializer, RejectUnknownFieldsMixin
+from config.api import (
+    PlanEntrySerializer,
+    RecentFirstCursorPagination,
+    RejectUnknownFieldsMixin,
+    StandardPagination,
+)
 from mappings.models import Mapping
 from syncs.api.common import (
     ForceSerializer,
@@ -268,6 +272,7 @@ class ErrorGroupViewSet(TenantViewSetMixin, viewsets.GenericViewSet):
     tenant_model = RecordError
     serializer_class = ErrorGroupSerializer
     filterset_class = RecordErrorFilterSet
+    # Not StableOrderingFilter: a group is an aggregate row with no id, and ordering by id would split it.
     filter_backends = [DjangoFilterBackend, filters.OrderingFilter]
     ordering_fields = ["count", "first_seen", "last_seen"]
     lookup_field = "fingerprint"

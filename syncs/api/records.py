@@ -6,8 +6,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from accounts.api import TenantRelatedField, TenantViewSetMixin
+from config.api import RejectUnknownFieldsMixin
 from integrations.models import Connection
-from mappings.api import RejectUnknownFieldsMixin
 from mappings.models import Mapping
 from syncs.api.common import ConnectionRefSerializer, MappingRefSerializer, with_connections
 from syncs.api.runs import SyncRunSerializer

@@ -7,12 +7,11 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from accounts.api import TenantViewSetMixin
-from config.api import RecentFirstCursorPagination
-from mappings.api import RunCountsSerializer
+from config.api import RecentFirstCursorPagination, RunCountsSerializer
 from syncs.api.common import ForceSerializer, MappingRefSerializer, refusals_as_conflicts
 from syncs.filtersets import SyncRunFilterSet
 from syncs.models import SyncBatch, SyncRun
-from syncs.recovery import _run_and_descendants, sync_run_retry_failures
+from syncs.recovery import run_and_descendants, sync_run_retry_failures
 from syncs.services import sync_run_cancel, sync_run_summary
 
 
@@ -97,7 +96,7 @@ class SyncRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
 
     def retrieve(self, request, *args, **kwargs):
         run = self.get_object()
-        below = _run_and_descendants(run) - {run.pk}
+        below = run_and_descendants(run) - {run.pk}
         by_status = dict(SyncRun.objects.for_org(request.org).filter(pk__in=below).values_list("status")
                          .annotate(n=Count("pk")).order_by("status"))
         run.descendants_summary = {"count": len(below), "by_status": by_status}

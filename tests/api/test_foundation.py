@@ -78,6 +78,21 @@ def test_validation_errors_name_their_fields(api):
     assert set(body["errors"]) == {"name", "role"}
 
 
+# Every date-time filter of every list: year 1 at +14:00 is before year 1 in UTC, which no database stores.
+@pytest.mark.parametrize("url, name", [
+    ("/api/v1/runs/", "queued_after"),
+    ("/api/v1/runs/", "queued_before"),
+    ("/api/v1/errors/", "since"),
+    ("/api/v1/errors/", "until"),
+    ("/api/v1/error-groups/", "since"),
+    ("/api/v1/webhook-events/", "received_after"),
+    ("/api/v1/webhook-events/", "received_before"),
+])
+def test_a_date_filter_out_of_range_answers_400_not_500(api, url, name):
+    body = assert_problem(api.get(url, {name: "0001-01-01T00:00:00+14:00"}), 400, "validation_error")
+    assert name in body["errors"]
+
+
 def test_too_many_requests_answer_429_with_retry_after(api, settings):
     cache.clear()
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api": "3/min"}}
