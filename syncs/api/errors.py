@@ -285,6 +285,8 @@ class ErrorGroupViewSet(TenantViewSetMixin, viewsets.GenericViewSet):
         groups = filters.OrderingFilter().filter_queryset(
             request, error_groups(organization=request.org, queryset=errors), self
         )
+        # The fingerprint breaks ties, so offset pages never repeat or skip a group.
+        groups = groups.order_by(*[o for o in groups.query.order_by if o.lstrip("-") != "fingerprint"], "fingerprint")
         page = self.paginate_queryset(groups)
         mappings = Mapping.objects.for_org(request.org).in_bulk({row["mapping_id"] for row in page})
         samples = dict(self.get_queryset().filter(pk__in=[row["sample_id"] for row in page])
