@@ -10,7 +10,6 @@ answers to create and rotate-secret); received webhook events with their process
 import contextlib
 import json
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch, ProtectedError
 from django.utils import timezone
@@ -31,7 +30,7 @@ from integrations.services import (
     connection_check,
     connection_config_secret_keys,
     connection_describe,
-    connector_for,
+    connection_reconnect,
 )
 from integrations.webhooks import (
     webhook_endpoint_create,
@@ -40,7 +39,6 @@ from integrations.webhooks import (
     webhook_event_replay,
 )
 from syncs.models import SyncRun
-from syncs.recovery import connection_reconnect
 
 # Generous for a base URL and a few options; the limit keeps a row from becoming a document store.
 MAX_CONFIG_BYTES = 64 * 1024
@@ -320,17 +318,11 @@ class ConnectionViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
         serializer = ReconnectSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            connector_for(connection)
             connection = connection_reconnect(
                 connection=connection, credentials=serializer.validated_data.get("credentials")
             )
         except ConnectorError as exc:
             raise ConnectorProblem(400, exc, code="reconnect_failed") from None
-        except DjangoValidationError as exc:
-            # connection_reconnect raises the check's ConnectorError as a ValidationError carrying it.
-            if not isinstance(exc.__cause__, ConnectorError):
-                raise
-            raise ConnectorProblem(400, exc.__cause__, code="reconnect_failed") from None
         return Response(ConnectionSerializer(connection, context=self.get_serializer_context()).data)
 
     @extend_schema(

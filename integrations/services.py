@@ -1,8 +1,8 @@
-"""Connection workflows the API and the UI share: checking a connection now and describing its objects.
+"""Connection workflows the engine, the API and the UI share: checking a connection, reconnecting it,
+describing its objects.
 
-Reconnecting (new credentials, check, active again) is syncs.recovery.connection_reconnect. A connection's
-config must never hold secrets: `connection_config_secret_keys` finds the keys that look secret, by redaction's
-pattern, so they go to the encrypted credentials instead.
+A connection's config must never hold secrets: `connection_config_secret_keys` finds the keys that look secret,
+by redaction's pattern, so they go to the encrypted credentials instead.
 """
 
 from django.utils import timezone
@@ -11,8 +11,15 @@ from integrations.connectors import UnknownProvider, get_connector
 from integrations.errors import ConnectorError, ErrorCategory
 from integrations.models import ConnectionStatus
 from integrations.redaction import NOT_SECRET_KEYS, SECRET_KEY_PATTERN
+from syncs.events import log_event
 
-__all__ = ["connection_check", "connection_config_secret_keys", "connection_describe", "connector_for"]
+__all__ = [
+    "connection_check",
+    "connection_config_secret_keys",
+    "connection_describe",
+    "connection_reconnect",
+    "connector_for",
+]
 
 
 def connector_for(connection):
@@ -46,6 +53,24 @@ def connection_check(*, connection):
     # Only these columns: a concurrent edit of the name or config is not overwritten by a check.
     connection.save(update_fields=fields)
     return error
+
+
+def connection_reconnect(*, connection, credentials=None):
+    """Store new credentials (if given), check the connection, and make it active again when it answers.
+
+    Raises the check's ConnectorError when it still fails; the new credentials are kept either way, so a
+    second try after fixing the other side needs no re-entry.
+    """
+    if credentials is not None:
+        connection.credentials = credentials
+        connection.save(update_fields=["credentials_ciphertext", "updated_at"])
+    error = connection_check(connection=connection)
+    if error is not None:
+        raise error
+    connection.status, connection.status_reason = ConnectionStatus.ACTIVE, ""
+    connection.save(update_fields=["status", "status_reason", "updated_at"])
+    log_event("connection_reconnected", connection=connection.name)
+    return connection
 
 
 def connection_describe(*, connection):

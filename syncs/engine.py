@@ -27,6 +27,7 @@ from integrations.crypto import CredentialsDecryptionError
 from integrations.errors import ConnectorError, ErrorCategory
 from integrations.models import ConnectionStatus
 from integrations.redaction import scrub, scrub_text
+from integrations.services import connection_check
 from mappings.models import ConflictPolicy, Direction, ErrorStrategy, LoggingLevel, Mapping, WriteMode
 from mappings.transforms import TransformContext, TransformError, apply_transforms
 from mappings.validation import validate_payload
@@ -308,8 +309,8 @@ class RunExecutor:
                     retryable=False,
                 )
         source, target = source_conn.get_connector(), target_conn.get_connector()
-        for connection, connector in ((source_conn, source), (target_conn, target)):
-            self.check_connection(connection, connector)
+        for connection in (source_conn, target_conn):
+            self.check_connection(connection)
         source_schema = source.schema_for(mapping.source_object)
         target_schema = target.schema_for(mapping.target_object)
         field_mappings = list(mapping.field_mappings.all())
@@ -353,22 +354,11 @@ class RunExecutor:
             ))
         return passes
 
-    def check_connection(self, connection, connector):
-        try:
-            connector.check()
-        except ConnectorError as exc:
-            connection.last_checked_at = timezone.now()
-            connection.last_error = exc.message
-            fields = ["last_checked_at", "last_error", "updated_at"]
-            if exc.category == ErrorCategory.AUTH:
-                connection.status = ConnectionStatus.NEEDS_REAUTH
-                connection.status_reason = exc.message
-                fields += ["status", "status_reason"]
-            connection.save(update_fields=fields)
-            raise
-        connection.last_checked_at = timezone.now()
-        connection.last_error = ""
-        connection.save(update_fields=["last_checked_at", "last_error", "updated_at"])
+    def check_connection(self, connection):
+        # The same check as "Test connection": it records the outcome and flags an auth failure for reauth.
+        error = connection_check(connection=connection)
+        if error is not None:
+            raise error
 
     # reading ----------------------------------------------------------------------------------------------------
 

@@ -604,28 +604,3 @@ def mapping_resume(*, mapping):
     mapping.paused_reason = ""
     mapping.save(update_fields=["is_active", "paused_reason", "updated_at"])
     mapping_schedule_sync(mapping=mapping)
-
-
-def connection_reconnect(*, connection, credentials=None):
-    """Store new credentials (if given), check the connection, and make it active again when it answers."""
-    if credentials is not None:
-        connection.credentials = credentials
-    connector = connection.get_connector()
-    now = timezone.now()
-    try:
-        connector.check()
-    except Exception as exc:
-        from integrations.errors import ConnectorError
-
-        if not isinstance(exc, ConnectorError):
-            raise
-        connection.last_checked_at, connection.last_error = now, exc.message
-        if exc.category == ErrorCategory.AUTH:
-            connection.status, connection.status_reason = ConnectionStatus.NEEDS_REAUTH, exc.message
-        connection.save()
-        raise ValidationError(exc.message, code=exc.code) from exc
-    connection.status, connection.status_reason = ConnectionStatus.ACTIVE, ""
-    connection.last_checked_at, connection.last_error = now, ""
-    connection.save()
-    log_event("connection_reconnected", connection=connection.name)
-    return connection

@@ -9,7 +9,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from integrations.connectors.sandbox import SandboxConnector, change_record, seed_records
+from integrations.errors import ConnectorError
 from integrations.models import ConnectionStatus
+from integrations.services import connection_reconnect
 from mappings.models import FieldMapping
 from syncs import recovery
 from syncs.models import (
@@ -623,10 +625,10 @@ def test_an_auth_error_pauses_the_connection_until_it_is_reconnected(make_mappin
     run_scheduled_mapping(mapping.pk)
     assert not SyncRun.objects.filter(trigger=Trigger.SCHEDULE).exists()
 
-    with pytest.raises(ValidationError):
-        recovery.connection_reconnect(connection=target)  # still expired
+    with pytest.raises(ConnectorError):
+        connection_reconnect(connection=target)  # still expired
     set_faults(target)
-    recovery.connection_reconnect(connection=target, credentials={"api_key": "sk_new_key"})
+    connection_reconnect(connection=target, credentials={"api_key": "sk_new_key"})
     target.refresh_from_db()
     assert (target.status, target.status_reason) == (ConnectionStatus.ACTIVE, "")
     assert target.credentials == {"api_key": "sk_new_key"}
