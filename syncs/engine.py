@@ -69,12 +69,14 @@ def sync_run_claim(*, run_id):
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.RESYNC_HEARTBEAT_STALE_SECONDS)
     with transaction.atomic():
-        mapping_id = SyncRun.objects.filter(pk=run_id).values_list("mapping_id", flat=True).first()
-        if mapping_id is None:
+        row = SyncRun.objects.filter(pk=run_id).values_list("mapping_id", "is_test").first()
+        if row is None:
             return None
+        mapping_id, is_test = row
         list(Mapping.objects.select_for_update().filter(pk=mapping_id).values_list("pk", flat=True))
-        busy = SyncRun.objects.filter(
-            mapping_id=mapping_id, status=RunStatus.RUNNING, heartbeat_at__gte=stale_before
+        # Dry test runs write nothing, so they neither wait for nor hold up the mapping's real runs.
+        busy = not is_test and SyncRun.objects.filter(
+            mapping_id=mapping_id, status=RunStatus.RUNNING, heartbeat_at__gte=stale_before, is_test=False
         ).exclude(pk=run_id).exists()
         if busy:
             log_event("run_deferred", run_id=run_id, reason="another run of the mapping is running")

@@ -441,3 +441,17 @@ def test_runs_of_one_mapping_never_overlap_and_a_waiting_run_starts_when_the_fir
     resync.refresh_from_db()
     assert (resync.status, resync.read, resync.claims) == (RunStatus.SUCCEEDED, 1, 1)
     assert len(records(mapping.target_connection)) == 1
+
+
+def test_a_dry_test_run_neither_waits_for_nor_holds_up_the_mappings_real_runs(make_mapping):
+    from syncs.recovery import mapping_test_sync
+
+    mapping = make_mapping()
+    seed_records(mapping.source_connection, "contacts", [person(1)])
+    real = sync_run_queue(mapping=mapping, enqueue=False)
+    assert sync_run_claim(run_id=real.pk) is not None  # a real run is under way
+
+    test_run = mapping_test_sync(mapping=mapping, sample_size=5)
+
+    assert test_run.status == RunStatus.SUCCEEDED
+    assert [entry["action"] for entry in test_run.options["plan"]] == ["create"]
