@@ -183,9 +183,11 @@ Q_CLUSTER = {
     "name": "resync",
     "orm": "default",
     "workers": env.int("RESYNC_WORKERS", default=2),
-    # retry must exceed timeout, or a slow task is delivered a second time while the first still runs.
-    "timeout": 600,
-    "retry": 660,
+    # A run is one task and may take hours; a dead worker is noticed by its heartbeat and the reaper within
+    # minutes, so the broker's own redelivery is only a last resort. retry must exceed timeout, or a slow task
+    # is delivered a second time while the first still runs.
+    "timeout": 4 * 3600,
+    "retry": 4 * 3600 + 600,
     # The database holds the truth about attempts; django-q2's own limit has had bugs (#298, #303).
     "max_attempts": 1,
     "catch_up": False,
