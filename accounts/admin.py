@@ -40,7 +40,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_filter = ["organization", "role", ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix", "organization__name"]
     list_select_related = ["organization"]
-    readonly_fields = ["code", "organization", "prefix", "created_by", "created_at", "last_used_at"]
+    # Revocation is one-way (the Revoke action): clearing revoked_at here would bring a leaked token back to life.
+    readonly_fields = ["code", "organization", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
     fields = ["code", "organization", "name", "prefix", "role", "created_by", "created_at", "last_used_at",
               "revoked_at"]
     actions = ["revoke"]

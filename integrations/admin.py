@@ -9,6 +9,7 @@ from integrations.connectors import PROVIDER_CHOICES
 from integrations.connectors.base import webhook_secret_key
 from integrations.crypto import CredentialsDecryptionError
 from integrations.models import Connection, SandboxCallCounter, SandboxRecord, WebhookEndpoint, WebhookEvent
+from integrations.services import connection_config_secret_keys
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -34,6 +35,17 @@ class ConnectionAdminForm(forms.ModelForm):
     class Meta:
         model = Connection
         fields = ["organization", "name", "provider", "config", "status", "status_reason"]
+
+    def clean_config(self):
+        # The same rule as the API: config is shown to everyone, so a secret-looking key belongs in credentials.
+        config = self.cleaned_data["config"]
+        secret_keys = connection_config_secret_keys(config)
+        if secret_keys:
+            raise forms.ValidationError(
+                f"{', '.join(secret_keys)} looks like a secret: put it in the new credentials, which are stored "
+                "encrypted and never shown."
+            )
+        return config
 
     def clean_new_credentials(self):
         raw = self.cleaned_data["new_credentials"].strip()
@@ -170,9 +182,19 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
     @admin.action(description="Drop old signing secrets (keep only the newest)")
     def drop_old_secrets(self, request, queryset):
+        dropped, unreadable = 0, []
         for endpoint in queryset:
-            webhooks.webhook_endpoint_drop_old_secrets(endpoint=endpoint)
-        self.message_user(request, f"Old secrets dropped on {queryset.count()} endpoint(s).", messages.SUCCESS)
+            try:
+                webhooks.webhook_endpoint_drop_old_secrets(endpoint=endpoint)
+            except CredentialsDecryptionError:
+                unreadable.append(endpoint.name)  # the encryption keys changed: set a new secret instead
+            else:
+                dropped += 1
+        self.message_user(request, f"Old secrets dropped on {dropped} endpoint(s).", messages.SUCCESS)
+        if unreadable:
+            self.message_user(
+                request, f"Secrets unreadable (set a new secret): {', '.join(unreadable)}.", messages.WARNING
+            )
 
 
 @admin.register(WebhookEvent)

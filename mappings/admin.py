@@ -1,9 +1,10 @@
 from django.contrib import admin, messages
 from django.utils.translation import ngettext
+from django_q.models import Schedule
 
 from mappings.models import FieldMapping, Mapping
-from syncs.models import RunStatus, SyncRun, Trigger
-from syncs.services import sync_run_queue
+from mappings.services import mapping_run_now
+from syncs.schedules import mapping_schedule_sync, schedule_name
 
 
 class FieldMappingInline(admin.TabularInline):
@@ -130,19 +131,27 @@ class MappingAdmin(admin.ModelAdmin):
             instance.save()
         formset.save_m2m()
 
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        # The django-q schedule follows the mapping's settings, as it does when the API or a pause changes them.
+        mapping_schedule_sync(mapping=form.instance)
+
+    def delete_model(self, request, obj):
+        Schedule.objects.filter(name=schedule_name(obj)).delete()
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        Schedule.objects.filter(name__in=[schedule_name(mapping) for mapping in queryset]).delete()
+        super().delete_queryset(request, queryset)
+
     @admin.action(description="Run now")
     def run_now(self, request, queryset):
-        mappings = list(queryset.select_related("organization"))
-        # sync_run_queue hands back the active run of a mapping instead of racing it with a second one.
-        active = set(
-            SyncRun.objects.filter(
-                mapping__in=mappings, status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False
-            ).values_list("pk", flat=True)
-        )
-        runs = [sync_run_queue(mapping=mapping, trigger=Trigger.MANUAL) for mapping in mappings]
-        queued = sum(1 for run in runs if run.pk not in active)
+        # mapping_run_now hands back the active run of a mapping instead of racing it with a second one.
+        results = [mapping_run_now(mapping=mapping) for mapping in queryset.select_related("organization")]
+        busy = sum(1 for _run, already_active in results if already_active)
+        queued = len(results) - busy
         message = ngettext("%d run queued.", "%d runs queued.", queued) % queued
-        if busy := len(runs) - queued:
+        if busy:
             message += (
                 " "
                 + ngettext(

@@ -14,9 +14,9 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from integrations.connectors import UnknownProvider
 from integrations.errors import ConnectorError
 from integrations.models import ConnectionStatus
+from integrations.services import connection_describe
 from mappings.models import Direction, FieldMapping, Mapping, ScheduleType, WriteMode
 from mappings.transforms import validate_transforms
 
@@ -410,10 +410,8 @@ def _schema(mapping, side, report):
                + (f": {connection.status_reason}" if connection.status_reason else "")
                + "; runs stop until it is active again.")
     try:
-        schemas = connection.get_connector().describe()
-    except UnknownProvider:
-        report(f"{side}_connection", "unknown_provider", f"Connection “{connection}” has no connector.")
-        return None
+        # The one way to describe a connection: a provider missing from the registry is a ConnectorError too.
+        schemas = connection_describe(connection=connection)
     except ConnectorError as exc:
         report(f"{side}_connection", exc.code, f"Could not read the schema of “{connection}”: {exc.message}")
         return None

@@ -38,9 +38,9 @@ def refusals_as_conflicts():
         raise StateConflict(detail=exc.messages[0], code=getattr(exc, "code", None) or "conflict") from None
 
 
-def run_codes(run_ids):
-    """The public ids of runs a service answered by primary key, in the same order."""
-    codes = dict(SyncRun.objects.filter(pk__in=run_ids).values_list("pk", "code"))
+def run_codes(run_ids, *, organization):
+    """The public ids of the organization's runs a service answered by primary key, in the same order."""
+    codes = dict(SyncRun.objects.for_org(organization).filter(pk__in=run_ids).values_list("pk", "code"))
     return [codes[run_id] for run_id in run_ids]
 
 
@@ -56,9 +56,9 @@ class RetrySummarySerializer(serializers.Serializer):
     )
 
     @classmethod
-    def answer(cls, summary, **extra):
+    def answer(cls, summary, *, organization, **extra):
         """The answer to a retry service's summary (which names runs by primary key)."""
-        return cls({**summary, "runs": run_codes(summary["runs"]), **extra}).data
+        return cls({**summary, "runs": run_codes(summary["runs"], organization=organization), **extra}).data
 
 
 class ForceSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

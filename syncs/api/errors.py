@@ -181,7 +181,8 @@ class RecordErrorViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
         options.is_valid(raise_exception=True)
         with refusals_as_conflicts():
             summary = error_retry(error=error, force=options.validated_data["force"])
-        return Response(RetrySummarySerializer.answer(summary), status=status.HTTP_202_ACCEPTED)
+        answer = RetrySummarySerializer.answer(summary, organization=request.org)
+        return Response(answer, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Retry errors by ids or by filter", request=BulkRetrySerializer,
                    responses={202: RetrySummarySerializer}, parameters=[IDEMPOTENCY_HEADER])
@@ -200,7 +201,8 @@ class RecordErrorViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
             matching = RecordErrorFilterSet.from_body(body.validated_data["filter"], request=request,
                                                       queryset=self.get_queryset())
             summary = errors_retry(queryset=matching.qs, **options)
-        return Response(RetrySummarySerializer.answer(summary), status=status.HTTP_202_ACCEPTED)
+        answer = RetrySummarySerializer.answer(summary, organization=request.org)
+        return Response(answer, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Resolve an error", request=ResolveSerializer, responses={200: RecordErrorDetailSerializer})
     @action(detail=True, methods=["post"])
@@ -242,7 +244,8 @@ class RecordErrorViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
             reason = next(iter(summary["skipped"]), "not_retriable")
             raise StateConflict(f"The correction was saved but not retried ({reason.replace('_', ' ')}).",
                                 code=reason)
-        return Response(RetrySummarySerializer.answer(summary), status=status.HTTP_202_ACCEPTED)
+        answer = RetrySummarySerializer.answer(summary, organization=request.org)
+        return Response(answer, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Preview a replay", request=PreviewRequestSerializer,
                    responses={200: PlanEntrySerializer(many=True)})
@@ -305,5 +308,5 @@ class ErrorGroupViewSet(TenantViewSetMixin, viewsets.GenericViewSet):
         with refusals_as_conflicts():
             summary = error_group_retry(organization=request.org, fingerprint=fingerprint)
         probe = self.get_queryset().get(pk=summary["probe_error"])
-        answer = GroupRetrySummarySerializer.answer(summary, probe_error=probe.code)
+        answer = GroupRetrySummarySerializer.answer(summary, organization=request.org, probe_error=probe.code)
         return Response(answer, status=status.HTTP_202_ACCEPTED)

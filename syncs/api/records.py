@@ -85,7 +85,7 @@ class RecordStatusViewSet(TenantViewSetMixin, mixins.ListModelMixin, viewsets.Ge
         body = ResyncSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
         run = record_resync(**body.validated_data)
-        run = SyncRun.objects.select_related("mapping", "parent", "root").get(pk=run.pk)
+        run = SyncRun.objects.for_org(request.org).select_related("mapping", "parent", "root").get(pk=run.pk)
         return Response(SyncRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Re-sync every unsynced record", request=ResyncUnsyncedSerializer,
@@ -96,6 +96,7 @@ class RecordStatusViewSet(TenantViewSetMixin, mixins.ListModelMixin, viewsets.Ge
         body = ResyncUnsyncedSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
         runs = records_resync_unsynced(organization=request.org, **body.validated_data)
-        runs = SyncRun.objects.filter(pk__in=[run.pk for run in runs]).select_related("mapping", "parent", "root")
+        runs = (SyncRun.objects.for_org(request.org).filter(pk__in=[run.pk for run in runs])
+                .select_related("mapping", "parent", "root"))
         answer = {"runs": list(runs.order_by("pk"))}
         return Response(ResyncRunsSerializer(answer).data, status=status.HTTP_202_ACCEPTED)

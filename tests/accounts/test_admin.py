@@ -322,3 +322,59 @@ def test_an_unknown_transform_is_refused(admin_client, org, make_connection):
     assert response.status_code == 200
     assert "unknown transform" in response.content.decode()
     assert not Mapping.objects.exists()
+
+
+def test_a_secret_looking_config_key_is_refused_as_in_the_api(admin_client, org):
+    response = admin_client.post(
+        admin_url(Connection, "add"), connection_form(org, config=f'{{"api_key": "{SECRET}"}}')
+    )
+
+    assert response.status_code == 200
+    assert "config.api_key looks like a secret" in response.content.decode()
+    assert not Connection.objects.exists()
+
+
+def test_a_schedule_set_in_the_admin_is_scheduled_and_removed_with_the_mapping(admin_client, org, make_connection):
+    from django_q.models import Schedule
+
+    source, target = make_connection("Shop"), make_connection("CRM")
+
+    response = admin_client.post(
+        admin_url(Mapping, "add"),
+        mapping_form(org, source, target, schedule_type="interval", schedule_interval_minutes="15"),
+    )
+
+    assert response.status_code == 302
+    mapping = Mapping.objects.get()
+    schedule = Schedule.objects.get(name=f"mapping-{mapping.pk}")
+    assert (schedule.func, schedule.minutes) == ("syncs.tasks.run_scheduled_mapping", 15)
+
+    data = mapping_form(org, source, target, schedule_type="interval", schedule_interval_minutes="15")
+    data.pop("is_active")  # unchecked: paused
+    data.update({"field_mappings-INITIAL_FORMS": "1", "field_mappings-0-id": mapping.field_mappings.get().pk,
+                 "field_mappings-0-mapping": mapping.pk})
+    response = admin_client.post(admin_url(mapping), data)
+
+    assert response.status_code == 302
+    assert not Schedule.objects.filter(name=f"mapping-{mapping.pk}").exists()
+
+    admin_client.post(admin_url(mapping), {**data, "is_active": "on"})
+    assert Schedule.objects.filter(name=f"mapping-{mapping.pk}").exists()
+    response = admin_client.post(reverse("admin:mappings_mapping_delete", args=[mapping.pk]), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Mapping.objects.exists()
+    assert not Schedule.objects.filter(name=f"mapping-{mapping.pk}").exists()
+
+
+def test_a_revoked_token_cannot_be_brought_back_in_the_admin(admin_client, org):
+    from accounts.models import ApiToken
+    from accounts.services import api_token_authenticate, api_token_create, api_token_revoke
+
+    token, plain = api_token_create(organization=org, name="leaked", role="admin")
+    api_token_revoke(token=token)
+
+    admin_client.post(admin_url(token), {"name": "leaked", "role": "admin", "revoked_at_0": "", "revoked_at_1": ""})
+
+    assert ApiToken.objects.get(pk=token.pk).revoked_at is not None
+    assert api_token_authenticate(plain) is None

@@ -74,3 +74,13 @@ def test_the_engine_refuses_a_crossed_mapping_and_moves_no_data(org, other_org, 
     assert RecordError.objects.get(run=run, level=ErrorLevel.SYSTEM).error_code == "cross_tenant"
     assert records(foreign) == []
     assert SyncRun.objects.for_org(other_org).count() == 0
+
+
+def test_the_sync_command_refuses_another_organizations_mapping_id(org, other_org, make_mapping):
+    from django.core.management import CommandError, call_command
+
+    foreign = make_mapping(organization=other_org)
+
+    with pytest.raises(CommandError, match=f"No mapping with id {foreign.pk} in organization 'acme'"):
+        call_command("sync", "--org", org.slug, "--mapping", str(foreign.pk), "--inline")
+    assert not SyncRun.objects.exists()

@@ -6,6 +6,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Organization
+from mappings.models import Mapping
 from syncs.engine import sync_run_execute
 from syncs.models import SyncRun
 from syncs.services import sync_run_summary, sync_runs_queue_for_org
@@ -26,6 +27,12 @@ class Command(BaseCommand):
         organization = Organization.objects.filter(slug=org).first()
         if organization is None:
             raise CommandError(f"No organization with slug '{org}'")
+        # An id of another organization's mapping fails as clearly as a typo, not as "nothing to sync".
+        missing = sorted(set(mapping or ()) - set(
+            Mapping.objects.for_org(organization).filter(pk__in=mapping or ()).values_list("pk", flat=True)
+        ))
+        if missing:
+            raise CommandError(f"No mapping with id {', '.join(map(str, missing))} in organization '{org}'")
         runs = sync_runs_queue_for_org(organization=organization, mapping_ids=mapping, enqueue=not inline)
         if not runs:
             raise CommandError("No active mapping to sync")
