@@ -16,7 +16,7 @@ from django.utils.translation import ngettext
 
 from accounts.models import Organization
 from syncs.models import COUNT_FIELDS, RecordError, RecordLink, Resolution, SyncBatch, SyncRun
-from syncs.recovery import error_ignore, error_resolve, errors_retry, sync_run_retry_failures
+from syncs.recovery import SKIP_REASONS, error_ignore, error_resolve, errors_retry, sync_run_retry_failures
 
 
 class ReadOnlyAdminMixin:
@@ -51,14 +51,6 @@ class RecoveryActionsMixin:
 
 def _errors(count):
     return ngettext("%d error", "%d errors", count) % count
-
-
-SKIP_REASONS = {
-    "already_resolved": "already resolved or ignored",
-    "already_retrying": "already being retried",
-    "not_retriable": "not retriable (warnings, ignored records, system errors)",
-    "no_snapshot": "without a snapshot and with a source that cannot be fetched again",
-}
 
 
 class IgnoreReasonForm(forms.Form):

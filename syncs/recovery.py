@@ -18,8 +18,9 @@ from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from integrations.errors import ErrorCategory
+from integrations.errors import ConnectorError, ErrorCategory
 from integrations.models import ConnectionStatus
+from integrations.services import connector_for
 from mappings.models import ErrorStrategy
 from mappings.validation import validate_payload
 from syncs.events import log_event
@@ -169,6 +170,15 @@ def _snapshotless(queryset):
             blocked.append(error.pk)
     return blocked
 
+
+# Why errors_retry skipped errors, as the admin and the command line say it.
+SKIP_REASONS = {
+    "already_resolved": "already resolved or ignored",
+    "already_retrying": "already being retried",
+    "not_retriable": "not retriable (warnings, ignored records, system errors)",
+    "no_snapshot": "without a snapshot and with a source that cannot be fetched again",
+    "test_run": "from a test run (test runs write nothing to retry)",
+}
 
 NO_SNAPSHOT_MESSAGE = (
     "No snapshot of this record was kept (the mapping's logging level is none) and its source cannot be "
@@ -446,8 +456,12 @@ def mapping_test_sync(*, mapping, sample_size=10, write=False):
     """A run of `sample_size` records in this process. Without `write` nothing is written: the run's
     options["plan"] says, per record, what a real run would do. With it, just that sample is written.
     The cursor never moves."""
+    from mappings.services import MappingBusy, mapping_active_run
     from syncs.engine import sync_run_execute
 
+    if write and mapping_active_run(mapping) is not None:
+        # Writing the sample while another run writes would race on the mapping's record links.
+        raise MappingBusy("A run of this mapping is queued or running: test with write once it is done.")
     run = sync_run_queue(mapping=mapping, trigger=Trigger.TEST, is_test=not write, enqueue=False,
                          options={"sample_size": int(sample_size), "full": True})
     sync_run_execute(run_id=run.pk)
@@ -494,12 +508,18 @@ def error_edit_and_retry(*, error, payload, force=False):
     """
     if error.level != ErrorLevel.RECORD:
         raise ValidationError("Only a record error can be edited.", code="not_a_record")
+    if error.is_resolved:
+        raise ValidationError("This error is already resolved.", code="already_resolved")
     if not isinstance(payload, dict):
         raise ValidationError("The record must be an object of field values.", code="invalid")
     mapping = error.mapping
     far = mapping.target_connection if error.direction == "forward" else mapping.source_connection
     far_object = mapping.target_object if error.direction == "forward" else mapping.source_object
-    schema = far.get_connector().schema_for(far_object)
+    try:
+        schema = connector_for(far).schema_for(far_object)
+    except ConnectorError as exc:
+        # The correction cannot be checked against a schema the target does not give: say so, change nothing.
+        raise ValidationError(f"The target's schema is not available: {exc.message}", code=exc.code) from exc
     result = validate_payload(payload, schema, auto_fix=False, phone_country=mapping.default_phone_country)
     if result.errors:
         raise ValidationError({problem.field or "payload": problem.message for problem in result.errors})

@@ -17,15 +17,8 @@ from integrations.errors import ErrorCategory
 from integrations.models import Connection
 from mappings.models import Mapping
 from syncs.models import ErrorLevel, ErrorStatus, Resolution, SyncRun
-from syncs.recovery import errors_retry
+from syncs.recovery import SKIP_REASONS, errors_retry
 from syncs.selectors import record_errors_matching
-
-SKIP_REASONS = {
-    "already_resolved": "already resolved or ignored",
-    "already_retrying": "already being retried",
-    "not_retriable": "not retriable (warnings, ignored records, system errors)",
-    "no_snapshot": "no snapshot and the source cannot be fetched again",
-}
 
 
 class Command(BaseCommand):
