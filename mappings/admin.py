@@ -1,9 +1,12 @@
+import re
+
+from django import forms
 from django.contrib import admin, messages
 from django.utils.translation import ngettext
 from django_q.models import Schedule
 
 from mappings.models import FieldMapping, Mapping
-from mappings.services import mapping_run_now
+from mappings.services import mapping_run_now, mapping_settings_errors
 from syncs.schedules import mapping_schedule_sync, schedule_name
 
 
@@ -22,8 +25,20 @@ class FieldMappingInline(admin.TabularInline):
     ]
 
 
+class MappingAdminForm(forms.ModelForm):
+    """Staff get the API's checks of the JSON settings (match keys, filters, retry policy, schedule)."""
+
+    def _post_clean(self):
+        super()._post_clean()
+        for path, messages_ in mapping_settings_errors(self.instance).items():
+            field = re.match(r"\w+", path).group(0)
+            if field in self.fields and field not in self.errors:
+                self.add_error(field, [f"{path}: {message}" if path != field else message for message in messages_])
+
+
 @admin.register(Mapping)
 class MappingAdmin(admin.ModelAdmin):
+    form = MappingAdminForm
     list_display = [
         "name",
         "organization",

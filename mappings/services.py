@@ -115,7 +115,7 @@ def _mapping_save(mapping, fields, field_mappings):
     if isinstance(mapping.schedule_cron, str):
         mapping.schedule_cron = mapping.schedule_cron.strip()
 
-    errors = _settings_errors(mapping)
+    errors = mapping_settings_errors(mapping)
     errors.update(_moved_endpoint_errors(mapping, before))
     if Mapping.objects.for_org(mapping.organization).filter(name=mapping.name).exclude(pk=mapping.pk).exists():
         errors["name"] = [f"A mapping named “{mapping.name}” already exists."]
@@ -200,7 +200,7 @@ def _merge(errors, more):
 # --- the JSON settings -------------------------------------------------------------------------------------------
 
 
-def _settings_errors(mapping):
+def mapping_settings_errors(mapping):
     """Problems of the settings a model field cannot check by itself, keyed like "match_keys[1].target"."""
     from syncs.recovery import validate_retry_policy
 

@@ -378,3 +378,16 @@ def test_a_revoked_token_cannot_be_brought_back_in_the_admin(admin_client, org):
 
     assert ApiToken.objects.get(pk=token.pk).revoked_at is not None
     assert api_token_authenticate(plain) is None
+
+
+def test_the_mapping_admin_refuses_malformed_json_settings_like_the_api(admin_client, org, make_connection):
+    source, target = make_connection("Shop"), make_connection("CRM")
+    data = mapping_form(org, source, target, match_keys='[{"source": "email"}]', schedule_type="cron",
+                        schedule_cron="not a cron")
+
+    response = admin_client.post(admin_url(Mapping, "add"), data)
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "match_keys[0]" in page and "schedule_cron" in page
+    assert not Mapping.objects.exists()
