@@ -74,6 +74,7 @@ def mapping_delete(*, mapping) -> None:
     from django_q.models import Schedule
 
     from syncs.schedules import schedule_name
+    from syncs.services import mapping_active_run
 
     if mapping_active_run(mapping) is not None:
         raise MappingBusy(f"A run of “{mapping}” is queued or running: cancel it or wait for it to finish.")
@@ -81,17 +82,10 @@ def mapping_delete(*, mapping) -> None:
     mapping.delete()
 
 
-def mapping_active_run(mapping):
-    """The run of `mapping` that is queued or running (test runs aside), or None."""
-    from syncs.models import RunStatus
-
-    return mapping.runs.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False).first()
-
-
 def mapping_run_now(*, mapping, full=False):
     """Queue a manual run: (run, already_active). A mapping already queued or running is not queued twice: its
     active run comes back, with already_active true, and `full` does not apply to it."""
-    from syncs.services import sync_run_queue
+    from syncs.services import mapping_active_run, sync_run_queue
 
     active = mapping_active_run(mapping)
     run = sync_run_queue(mapping=mapping, options={"full": True} if full else None)

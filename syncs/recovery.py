@@ -38,7 +38,7 @@ from syncs.models import (
     SyncRun,
     Trigger,
 )
-from syncs.services import sync_run_queue
+from syncs.services import mapping_active_run, sync_run_queue
 
 # ARCHITECTURE.md's error table: ephemeral categories are retried, "unknown" only a few times, durable never.
 DEFAULT_RETRY_POLICY = {
@@ -456,7 +456,7 @@ def mapping_test_sync(*, mapping, sample_size=10, write=False):
     """A run of `sample_size` records in this process. Without `write` nothing is written: the run's
     options["plan"] says, per record, what a real run would do. With it, just that sample is written.
     The cursor never moves."""
-    from mappings.services import MappingBusy, mapping_active_run
+    from mappings.services import MappingBusy
     from syncs.engine import sync_run_execute
 
     if write and mapping_active_run(mapping) is not None:

@@ -14,13 +14,12 @@ def sync_run_queue(*, mapping, trigger=Trigger.MANUAL, parent=None, is_test=Fals
     already queued or running is not queued twice (two runs of one mapping would race on its links); the
     active run is returned instead.
     """
-    active = SyncRun.objects.for_org(mapping.organization).filter(
-        mapping=mapping, status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False
-    )
     # A second full run of a mapping would read the same delta again: the active one is returned instead. Runs
     # of named records (re-sync, retries, webhooks) are queued; sync_run_claim runs them one after the other.
     subset = any((options or {}).get(key) for key in ("records", "errors", "batches"))
-    if not is_test and not subset and trigger in (Trigger.SCHEDULE, Trigger.MANUAL) and (existing := active.first()):
+    if not is_test and not subset and trigger in (Trigger.SCHEDULE, Trigger.MANUAL) and (
+        existing := mapping_active_run(mapping)
+    ):
         return existing
     if trigger == Trigger.SCHEDULE and not mapping_can_run_on_schedule(mapping):
         return None
@@ -37,6 +36,13 @@ def sync_run_queue(*, mapping, trigger=Trigger.MANUAL, parent=None, is_test=Fals
     if enqueue:
         transaction.on_commit(lambda: async_task("syncs.tasks.run_sync", run.pk, task_name=f"sync-run-{run.pk}"))
     return run
+
+
+def mapping_active_run(mapping):
+    """The run of `mapping` that is queued or running (test runs aside), or None."""
+    return SyncRun.objects.for_org(mapping.organization).filter(
+        mapping=mapping, status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False
+    ).order_by("pk").first()
 
 
 def mapping_can_run_on_schedule(mapping):
