@@ -9,7 +9,8 @@ from rest_framework import exceptions, permissions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.throttling import SimpleRateThrottle
 
-from accounts.models import ApiToken, Membership, Role
+from accounts.access import membership_for_request
+from accounts.models import ApiToken, Role
 from accounts.services import api_token_authenticate
 
 ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
@@ -59,9 +60,8 @@ def resolve_organization(request):
     user = request.user
     if not user or not user.is_authenticated:
         raise exceptions.NotAuthenticated()
-    memberships = Membership.objects.select_related("organization").filter(user=user)
-    slug = request.session.get("org_slug") if hasattr(request, "session") else None
-    membership = (memberships.filter(organization__slug=slug).first() if slug else None) or memberships.first()
+    # The same membership the browser views act through (accounts.access), so the UI's calls see its org.
+    membership = membership_for_request(request)
     if membership is None:
         raise exceptions.NotFound()
     request.org, request.role = membership.organization, membership.role

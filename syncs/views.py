@@ -25,7 +25,8 @@ def home(request):
     )
     for mapping in mappings:
         mapping.last_run_status_label = RunStatus(mapping.last_run_status).label if mapping.last_run_status else ""
-    runs = SyncRun.objects.for_org(org).select_related("mapping").order_by("-queued_at", "-id")
+    # Test runs (test syncs, replay previews) wrote nothing: they are not the organization's sync history.
+    runs = SyncRun.objects.for_org(org).filter(is_test=False).select_related("mapping").order_by("-queued_at", "-id")
     record_errors = (
         RecordError.objects.for_org(org)
         .filter(status__in=UNRESOLVED_ERROR_STATUSES)

@@ -189,3 +189,14 @@ def test_get_object_for_org_finds_only_the_organizations_objects(org, other_org,
         get_object_for_org_or_404(Mapping, org, pk=globex_mapping.pk)
     with pytest.raises(Http404):
         get_object_for_org_or_404(Mapping, other_org, code=acme_mapping.code)
+
+
+def test_home_leaves_test_runs_out_of_the_latest_runs(client, alice, acme_mapping):
+    from syncs.recovery import mapping_test_sync
+
+    test_run = mapping_test_sync(mapping=acme_mapping, sample_size=1)
+    client.force_login(alice)
+
+    response = client.get("/")
+
+    assert test_run not in list(response.context["runs"])

@@ -159,3 +159,20 @@ def test_a_session_user_of_no_organization_finds_nothing(db, django_user_model):
     client.force_login(django_user_model.objects.create_user("drifter", password="x"))
 
     assert_problem(client.get("/api/v1/tokens/"), 404)
+
+
+def test_the_uis_api_calls_act_for_the_organization_the_session_chose(alice, other_org, make_mapping):
+    from accounts.models import Membership, Role
+
+    Membership.objects.create(user=alice, organization=other_org, role=Role.VIEWER)
+    theirs = make_mapping(organization=other_org)
+    client = APIClient()
+    client.force_login(alice)
+    session = client.session
+    session["org_slug"] = other_org.slug
+    session.save()
+
+    names = [row["name"] for row in client.get("/api/v1/mappings/").json()["results"]]
+
+    assert names == [theirs.name]
+    assert_problem(client.post("/api/v1/tokens/", {"name": "x"}, format="json"), 403)  # a viewer there
