@@ -28,7 +28,8 @@ from mappings.services import (
 )
 from mappings.transforms import TRANSFORMS
 from syncs.models import RunStatus, Trigger
-from syncs.recovery import mapping_pause, mapping_resume, mapping_test_sync
+from syncs.pause import mapping_pause, mapping_resume
+from syncs.previews import mapping_test_sync
 
 
 def _flat_errors(detail, path=""):

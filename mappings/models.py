@@ -83,7 +83,7 @@ class Mapping(TenantModel):
     retry_schedule = models.JSONField(default=default_retry_schedule, blank=True)
     max_retries = models.PositiveSmallIntegerField(default=3)
     # Per error category: {"timeout": {"retry": true, "attempts": 5, "delays": [60, 300]}, "validation": {"retry":
-    # false}}. A category not named here follows syncs.recovery.DEFAULT_RETRY_POLICY and the fields above.
+    # false}}. A category not named here follows syncs.policy (the error table's retryability) and the fields above.
     retry_policy = models.JSONField(default=dict, blank=True)
     pause_after_failed_runs = models.PositiveSmallIntegerField(
         default=5, help_text="Pause the mapping after this many consecutive failed runs (0: never)."

@@ -196,7 +196,7 @@ def _merge(errors, more):
 
 def mapping_settings_errors(mapping):
     """Problems of the settings a model field cannot check by itself, keyed like "match_keys[1].target"."""
-    from syncs.recovery import validate_retry_policy
+    from syncs.policy import validate_retry_policy
 
     errors = {}
     _match_keys_errors(mapping.match_keys, errors)

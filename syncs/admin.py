@@ -15,8 +15,10 @@ from django.utils.text import Truncator
 from django.utils.translation import ngettext
 
 from accounts.models import Organization
+from syncs.chains import sync_run_retry_failures
 from syncs.models import COUNT_FIELDS, RecordError, RecordLink, Resolution, SyncBatch, SyncRun
-from syncs.recovery import SKIP_REASONS, error_ignore, error_resolve, errors_retry, sync_run_retry_failures
+from syncs.retries import SKIP_REASONS, errors_retry
+from syncs.review import error_ignore, error_resolve
 
 
 class ReadOnlyAdminMixin:

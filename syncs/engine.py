@@ -47,7 +47,8 @@ from syncs.models import (
     SyncRun,
     Trigger,
 )
-from syncs.recovery import error_routing, sync_run_after_finish
+from syncs.policy import error_routing
+from syncs.recovery import sync_run_after_finish
 
 FORWARD, REVERSE = "forward", "reverse"
 HEARTBEAT_EVERY = 10  # seconds; well inside RESYNC_HEARTBEAT_STALE_SECONDS
@@ -531,7 +532,7 @@ class RunExecutor:
             elif snapshot:
                 records.append(placeholder)
             else:
-                from syncs.recovery import NO_SNAPSHOT_MESSAGE
+                from syncs.retries import NO_SNAPSHOT_MESSAGE
 
                 failures.append((placeholder, ConnectorError(
                     ErrorCategory.MAPPING, NO_SNAPSHOT_MESSAGE, code="no_snapshot", retryable=False)))

@@ -200,7 +200,7 @@ class RecordError(TenantModel):
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolution = models.CharField(max_length=30, choices=Resolution.choices, blank=True, default="")
     resolution_note = models.TextField(blank=True, default="", help_text="Why it was ignored or resolved by hand.")
-    # Set by the one caller whose conditional update claimed this error for a retry (see syncs.recovery).
+    # Set by the one caller whose conditional update claimed this error for a retry (see syncs.retries).
     claim_token = models.UUIDField(null=True, blank=True, db_index=True)
     last_retried_at = models.DateTimeField(null=True, blank=True)
     # The transformed record as corrected by an operator in the review queue; a retry writes it as is.

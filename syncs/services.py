@@ -102,7 +102,7 @@ def sync_run_cancel(*, run):
 
     from syncs.events import log_event
     from syncs.models import ErrorStatus, RecordError
-    from syncs.recovery import error_routing
+    from syncs.policy import error_routing
 
     now = timezone.now()
     canceled = SyncRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
@@ -125,3 +125,11 @@ def sync_run_cancel(*, run):
         error.save(update_fields=["status", "next_retry_at", "claim_token", "updated_at"])
     log_event("run_canceled", run_id=run.pk, mapping_id=run.mapping_id)
     return run
+
+
+def sync_run_start_next_queued(run):
+    """Runs of this mapping that waited for this one (see sync_run_claim) go to a worker now."""
+    waiting = SyncRun.objects.filter(mapping_id=run.mapping_id, status=RunStatus.QUEUED, is_test=False).exclude(
+        pk=run.pk).order_by("pk").values_list("pk", flat=True).first()
+    if waiting is not None:
+        transaction.on_commit(lambda: async_task("syncs.tasks.run_sync", waiting, task_name=f"sync-run-{waiting}"))

@@ -23,7 +23,7 @@ def run_scheduled_mapping(mapping_id):
 
 def sweep_retries():
     """Every minute (schedule "resync: retry sweeper"): due record errors → one retry run per mapping."""
-    from syncs.recovery import retries_sweep
+    from syncs.retries import retries_sweep
 
     runs = retries_sweep()
     return [run.pk for run in runs]
@@ -31,6 +31,6 @@ def sweep_retries():
 
 def reap_runs():
     """Every minute (schedule "resync: reaper"): re-queue runs whose heartbeat stopped or whose task was lost."""
-    from syncs.recovery import runs_reap
+    from syncs.reaper import runs_reap
 
     return runs_reap()

@@ -23,18 +23,11 @@ from syncs.api.common import (
     refusals_as_conflicts,
 )
 from syncs.filtersets import RecordErrorFilterSet
+from syncs.groups import error_group_retry, error_groups
 from syncs.models import RecordError, Resolution
-from syncs.recovery import (
-    error_edit_and_retry,
-    error_group_retry,
-    error_groups,
-    error_ignore,
-    error_resolve,
-    error_retry,
-    errors_replay_preview,
-    errors_retry,
-    review_queue,
-)
+from syncs.previews import errors_replay_preview
+from syncs.retries import error_retry, errors_retry
+from syncs.review import error_edit_and_retry, error_ignore, error_resolve, review_queue
 
 MAX_IDS = 1000
 MAX_PREVIEW_IDS = 100

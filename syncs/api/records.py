@@ -13,7 +13,7 @@ from syncs.api.common import ConnectionRefSerializer, MappingRefSerializer, with
 from syncs.api.runs import SyncRunSerializer
 from syncs.filtersets import RecordStatusFilterSet
 from syncs.models import RecordLink, SyncRun
-from syncs.recovery import record_resync, record_sync_status, records_resync_unsynced, sync_status_counts
+from syncs.record_status import record_resync, record_sync_status, records_resync_unsynced, sync_status_counts
 
 MAX_RECORD_IDS = 1000
 

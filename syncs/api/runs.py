@@ -9,9 +9,9 @@ from rest_framework.response import Response
 from accounts.api import TenantViewSetMixin
 from config.api import RecentFirstCursorPagination, RunCountsSerializer
 from syncs.api.common import ForceSerializer, MappingRefSerializer, refusals_as_conflicts
+from syncs.chains import run_and_descendants, sync_run_retry_failures
 from syncs.filtersets import SyncRunFilterSet
 from syncs.models import SyncBatch, SyncRun
-from syncs.recovery import run_and_descendants, sync_run_retry_failures
 from syncs.services import sync_run_cancel, sync_run_summary
 
 

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from integrations.connectors.sandbox import seed_records
 from syncs.models import ErrorStatus, LinkStatus, RecordError, RecordLink, Resolution, RunStatus, SyncRun, Trigger
-from syncs.recovery import error_ignore
+from syncs.review import error_ignore
 from tests.syncs.helpers import person, records, run_mapping
 
 pytestmark = pytest.mark.django_db

@@ -192,7 +192,7 @@ def test_get_object_for_org_finds_only_the_organizations_objects(org, other_org,
 
 
 def test_home_leaves_test_runs_out_of_the_latest_runs(client, alice, acme_mapping):
-    from syncs.recovery import mapping_test_sync
+    from syncs.previews import mapping_test_sync
 
     test_run = mapping_test_sync(mapping=acme_mapping, sample_size=1)
     client.force_login(alice)

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 from accounts.models import TokenRole
 from integrations.connectors.sandbox import seed_records
 from syncs.models import ErrorStatus, RecordError, RunStatus, SyncRun, Trigger
-from syncs.recovery import errors_retry
+from syncs.retries import errors_retry
 from syncs.services import sync_run_queue
 from tests.api.test_foundation import assert_problem
 from tests.syncs.helpers import person, records, run_mapping

@@ -444,7 +444,7 @@ def test_runs_of_one_mapping_never_overlap_and_a_waiting_run_starts_when_the_fir
 
 
 def test_a_dry_test_run_neither_waits_for_nor_holds_up_the_mappings_real_runs(make_mapping):
-    from syncs.recovery import mapping_test_sync
+    from syncs.previews import mapping_test_sync
 
     mapping = make_mapping()
     seed_records(mapping.source_connection, "contacts", [person(1)])

@@ -18,7 +18,7 @@ from django_q.models import Schedule
 
 from integrations.connectors.sandbox import seed_records
 from integrations.models import SandboxRecord
-from syncs import recovery
+from syncs import reaper
 from syncs.engine import BatchOutcome, sync_run_execute
 from syncs.models import BatchStatus, ErrorLevel, ErrorStatus, RecordError, RecordLink, RunStatus, SyncBatch, SyncRun
 from syncs.services import sync_run_queue
@@ -86,7 +86,7 @@ def test_the_migration_schedules_the_sweeper_and_the_reaper_every_minute_idempot
 @time_machine.travel(T0, tick=False)
 def test_the_reaper_requeues_silent_and_lost_runs_and_leaves_live_ones_alone(make_mapping, monkeypatch):
     enqueued = []
-    monkeypatch.setattr(recovery, "async_task", lambda func, *args, **kwargs: enqueued.append((func, *args)))
+    monkeypatch.setattr(reaper, "async_task", lambda func, *args, **kwargs: enqueued.append((func, *args)))
     now = timezone.now()
 
     def run(status, **times):
@@ -106,7 +106,7 @@ def test_the_reaper_requeues_silent_and_lost_runs_and_leaves_live_ones_alone(mak
     assert sorted(enqueued) == sorted([("syncs.tasks.run_sync", dead), ("syncs.tasks.run_sync", lost)])
     assert alive not in reaped
     # `now` can be passed in: an hour later every unfinished run is silent.
-    assert len(recovery.runs_reap(now=now + timedelta(hours=1))) == 4
+    assert len(reaper.runs_reap(now=now + timedelta(hours=1))) == 4
 
 
 @pytest.mark.django_db
@@ -270,7 +270,7 @@ def test_a_run_whose_worker_is_killed_with_sigkill_is_reaped_and_every_record_la
     start_qcluster(RESYNC_HEARTBEAT_STALE_SECONDS="3")
     wait_until(lambda: timezone.now() - run.heartbeat_at > timedelta(seconds=3.2), timeout=10, interval=0.1,
                message=lambda: "the heartbeat never went stale")
-    assert recovery.runs_reap() == [run.pk]
+    assert reaper.runs_reap() == [run.pk]
 
     (finished,) = wait_for_finish([run.pk], timeout=120)
 

@@ -13,7 +13,8 @@ from integrations.errors import ConnectorError
 from integrations.models import ConnectionStatus
 from integrations.services import connection_reconnect
 from mappings.models import FieldMapping
-from syncs import recovery
+from syncs.chains import sync_run_retry_failures
+from syncs.groups import error_group_retry, error_groups
 from syncs.models import (
     BatchStatus,
     ErrorLevel,
@@ -26,6 +27,12 @@ from syncs.models import (
     SyncRun,
     Trigger,
 )
+from syncs.pause import mapping_resume
+from syncs.policy import next_retry_time, retry_policy, validate_retry_policy
+from syncs.previews import errors_replay_preview, mapping_test_sync
+from syncs.record_status import record_resync, record_sync_status, records_resync_unsynced, sync_status_counts
+from syncs.retries import error_retry, errors_retry, retries_sweep
+from syncs.review import error_edit_and_retry, error_ignore, error_resolve, review_queue
 from tests.syncs.helpers import person, records, run_mapping
 
 pytestmark = pytest.mark.django_db
@@ -65,11 +72,11 @@ def test_the_sweeper_replays_due_errors_in_one_run_per_mapping(make_mapping, fai
     run_mapping(first)
     run_mapping(second)
 
-    assert recovery.retries_sweep() == []  # nothing is due before its time
+    assert retries_sweep() == []  # nothing is due before its time
 
     set_faults(failing_target)  # the target is back
     with time_machine.travel(timezone.now() + timedelta(seconds=61), tick=False), execute_queued():
-        runs = recovery.retries_sweep()
+        runs = retries_sweep()
 
     assert sorted(run.mapping_id for run in runs) == [first.pk, second.pk]
     assert {run.trigger for run in runs} == {Trigger.RETRY}
@@ -92,7 +99,7 @@ def test_attempts_are_counted_in_the_database_and_the_last_one_exhausts_the_erro
     for attempts, next_delay in expected:
         latest = record_errors().order_by("pk").last()
         with time_machine.travel(latest.next_retry_at, tick=False), execute_queued():
-            recovery.retries_sweep()
+            retries_sweep()
             now = timezone.now()
         latest = record_errors().order_by("pk").last()
         assert latest.attempts == attempts
@@ -117,9 +124,9 @@ def test_a_retry_is_never_sooner_than_retry_after(make_mapping, make_connection,
     RecordError.objects.filter(pk=error.pk).update(next_retry_at=timezone.now() + timedelta(minutes=1))
 
     with time_machine.travel(timezone.now() + timedelta(minutes=2), tick=False):
-        assert recovery.retries_sweep() == []
+        assert retries_sweep() == []
     with time_machine.travel(timezone.now() + timedelta(seconds=901), tick=False), execute_queued():
-        assert len(recovery.retries_sweep()) == 1
+        assert len(retries_sweep()) == 1
 
 
 @time_machine.travel(T0, tick=False)
@@ -135,10 +142,10 @@ def test_a_per_category_policy_retries_timeouts_five_times_and_never_validation(
     assert timeout.next_retry_at == timezone.now() + timedelta(seconds=10)
     validation = record_errors(category="validation").get()
     assert (validation.status, validation.next_retry_at) == (ErrorStatus.OPEN, None)
-    assert recovery.retry_policy(mapping, "timeout").attempts == 5
-    assert recovery.next_retry_time(recovery.retry_policy(mapping, "timeout"), attempts=4, now=timezone.now()) == (
+    assert retry_policy(mapping, "timeout").attempts == 5
+    assert next_retry_time(retry_policy(mapping, "timeout"), attempts=4, now=timezone.now()) == (
         timezone.now() + timedelta(seconds=20))
-    assert recovery.next_retry_time(recovery.retry_policy(mapping, "timeout"), attempts=5, now=timezone.now()) is None
+    assert next_retry_time(retry_policy(mapping, "timeout"), attempts=5, now=timezone.now()) is None
 
 
 def test_a_policy_can_turn_off_retries_of_an_ephemeral_category(make_mapping, failing_target):
@@ -152,10 +159,10 @@ def test_a_policy_can_turn_off_retries_of_an_ephemeral_category(make_mapping, fa
 
 
 def test_retry_policies_are_validated():
-    recovery.validate_retry_policy({"timeout": {"retry": True, "attempts": 5, "delays": [60]}})
+    validate_retry_policy({"timeout": {"retry": True, "attempts": 5, "delays": [60]}})
     for bad in ({"nonsense": {}}, {"timeout": {"attempts": -1}}, {"timeout": {"delays": []}}, []):
         with pytest.raises(ValidationError):
-            recovery.validate_retry_policy(bad)
+            validate_retry_policy(bad)
 
 
 # 2. automated replay
@@ -208,7 +215,7 @@ def test_a_retry_failures_chain_of_three_runs_ends_in_recovered(make_mapping, ma
 
     # Second run: page 2 still fails to load, the invalid record still fails.
     with execute_queued():
-        second = recovery.sync_run_retry_failures(run=root)
+        second = sync_run_retry_failures(run=root)
     second.refresh_from_db()
     assert (second.parent, second.root, second.trigger) == (root, root, Trigger.RETRY)
     assert second.status == RunStatus.PARTIALLY_FAILED
@@ -219,7 +226,7 @@ def test_a_retry_failures_chain_of_three_runs_ends_in_recovered(make_mapping, ma
     bad = next(r for r in records(source) if r.data["last_name"] == "")
     change_record(source, "contacts", bad.external_id, {"last_name": "Fixed"})
     with execute_queued():
-        third = recovery.sync_run_retry_failures(run=second)
+        third = sync_run_retry_failures(run=second)
     third.refresh_from_db()
     assert (third.parent, third.root) == (second, root)
     assert third.status == RunStatus.SUCCEEDED
@@ -238,7 +245,7 @@ def test_retry_failures_needs_a_run_with_failures(make_mapping):
     run = run_mapping(mapping)
 
     with pytest.raises(ValidationError):
-        recovery.sync_run_retry_failures(run=run)
+        sync_run_retry_failures(run=run)
 
 
 # 4. retry one, selected, everything matching
@@ -254,7 +261,7 @@ def test_a_bulk_retry_groups_errors_into_one_replay_run_per_mapping(make_mapping
     set_faults(failing_target)
 
     with execute_queued():
-        summary = recovery.errors_retry(organization=first.organization,
+        summary = errors_retry(organization=first.organization,
                                         queryset=RecordError.objects.filter(category="connection"))
 
     assert summary["queued"] == 3
@@ -268,10 +275,10 @@ def test_a_bulk_retry_says_what_it_skipped_and_why(make_mapping, failing_target)
     seed_records(mapping.source_connection, "contacts", [person(1), person(2), person(3)])
     run_mapping(mapping)
     one, two, three = record_errors().order_by("pk")
-    recovery.error_resolve(error=one)
+    error_resolve(error=one)
     RecordError.objects.filter(pk=two.pk).update(status=ErrorStatus.RETRYING)
 
-    summary = recovery.errors_retry(organization=mapping.organization, error_ids=[one.pk, two.pk, three.pk])
+    summary = errors_retry(organization=mapping.organization, error_ids=[one.pk, two.pk, three.pk])
 
     assert summary["queued"] == 1
     assert summary["skipped"] == {"already_resolved": 1, "already_retrying": 1}
@@ -283,8 +290,8 @@ def test_two_overlapping_bulk_retries_process_each_error_once(make_mapping, fail
     run_mapping(mapping)
     ids = list(record_errors().order_by("pk").values_list("pk", flat=True))
 
-    first = recovery.errors_retry(organization=mapping.organization, error_ids=ids[:4])
-    second = recovery.errors_retry(organization=mapping.organization, error_ids=ids[2:])
+    first = errors_retry(organization=mapping.organization, error_ids=ids[:4])
+    second = errors_retry(organization=mapping.organization, error_ids=ids[2:])
 
     assert (first["queued"], second["queued"]) == (4, 2)
     assert second["skipped"] == {"already_retrying": 2}
@@ -298,7 +305,7 @@ def test_retrying_one_error_of_another_organization_finds_nothing(make_mapping, 
     seed_records(mapping.source_connection, "contacts", [person(1)])
     run_mapping(mapping)
 
-    summary = recovery.errors_retry(organization=other_org, error_ids=[record_errors().get().pk])
+    summary = errors_retry(organization=other_org, error_ids=[record_errors().get().pk])
 
     assert summary == {"queued": 0, "runs": [], "skipped": {}}
     assert record_errors().get().status == ErrorStatus.OPEN
@@ -312,7 +319,7 @@ def test_the_review_queue_lists_records_in_review(make_mapping):
     seed_records(mapping.source_connection, "contacts", [person(1, last_name=""), person(2)])
     run_mapping(mapping)
 
-    (error,) = recovery.review_queue(organization=mapping.organization)
+    (error,) = review_queue(organization=mapping.organization)
     assert error.field == "last_name"
 
 
@@ -323,7 +330,7 @@ def test_an_edited_record_is_validated_with_the_field_error_shown(make_mapping):
     error = record_errors().get()
 
     with pytest.raises(ValidationError) as caught:
-        recovery.error_edit_and_retry(error=error, payload={**error.snapshot_after, "email": "not an email"})
+        error_edit_and_retry(error=error, payload={**error.snapshot_after, "email": "not an email"})
 
     assert set(caught.value.message_dict) == {"email", "last_name"}
     error.refresh_from_db()
@@ -337,7 +344,7 @@ def test_edit_and_retry_writes_the_corrected_record(make_mapping, execute_queued
     error = record_errors().get()
 
     with execute_queued():
-        recovery.error_edit_and_retry(error=error, payload={**error.snapshot_after, "last_name": "Corrected"})
+        error_edit_and_retry(error=error, payload={**error.snapshot_after, "last_name": "Corrected"})
 
     error.refresh_from_db()
     assert (error.status, error.resolution) == (ErrorStatus.RESOLVED, Resolution.FIXED)
@@ -351,9 +358,9 @@ def test_ignoring_needs_a_reason_and_resolving_closes_the_error(make_mapping):
     first, second = record_errors().order_by("pk")
 
     with pytest.raises(ValidationError):
-        recovery.error_ignore(error=first, reason="  ")
-    recovery.error_ignore(error=first, reason="Test customer, never sync")
-    recovery.error_resolve(error=second)
+        error_ignore(error=first, reason="  ")
+    error_ignore(error=first, reason="Test customer, never sync")
+    error_resolve(error=second)
 
     first.refresh_from_db()
     second.refresh_from_db()
@@ -362,7 +369,7 @@ def test_ignoring_needs_a_reason_and_resolving_closes_the_error(make_mapping):
     assert (second.status, second.resolution) == (ErrorStatus.RESOLVED, Resolution.FIXED)
     assert RecordLink.objects.get(source_record_id=first.source_record_id).status == LinkStatus.IGNORED
     with pytest.raises(ValidationError):
-        recovery.error_resolve(error=second)
+        error_resolve(error=second)
 
 
 # 6. safe replay
@@ -376,7 +383,7 @@ def test_a_replay_uses_the_fresh_source_record_not_the_stale_snapshot(make_mappi
     set_faults(failing_target)
 
     with execute_queued():
-        recovery.error_retry(error=record_errors().get())
+        error_retry(error=record_errors().get())
 
     assert records(failing_target)[0].data["first_name"] == "New"
 
@@ -405,7 +412,7 @@ def test_a_replay_does_not_overwrite_a_target_record_changed_after_the_failure(t
     _mapping, target, error = target_changed_after_failure
 
     with execute_queued():
-        recovery.error_retry(error=error)
+        error_retry(error=error)
 
     assert records(target)[0].data["first_name"] == "EditedInCrm"
     flagged = record_errors().order_by("pk").last()
@@ -417,7 +424,7 @@ def test_a_forced_replay_overwrites_the_changed_target_record(target_changed_aft
     _mapping, target, error = target_changed_after_failure
 
     with execute_queued():
-        recovery.error_retry(error=error, force=True)
+        error_retry(error=error, force=True)
 
     assert records(target)[0].data["first_name"] == "FromShop"
     error.refresh_from_db()
@@ -427,7 +434,7 @@ def test_a_forced_replay_overwrites_the_changed_target_record(target_changed_aft
 def test_the_preview_shows_what_a_replay_would_write_next_to_the_targets_values(target_changed_after_failure):
     mapping, target, error = target_changed_after_failure
 
-    (entry,) = recovery.errors_replay_preview(organization=mapping.organization, error_ids=[error.pk])
+    (entry,) = errors_replay_preview(organization=mapping.organization, error_ids=[error.pk])
 
     assert entry["action"] == "failed"  # without force the replay would stop at the changed target
     assert "changed after this record failed" in entry["errors"][0]
@@ -447,7 +454,7 @@ def test_the_preview_of_an_unchanged_target_lists_the_changes(make_mapping, fail
     set_faults(failing_target, operations=["write"], failure_rate=1.0, failure_kind="503")
     run_mapping(mapping)
 
-    (entry,) = recovery.errors_replay_preview(organization=mapping.organization, error_ids=[record_errors().get().pk])
+    (entry,) = errors_replay_preview(organization=mapping.organization, error_ids=[record_errors().get().pk])
 
     assert entry["action"] == "update"
     assert entry["changes"] == {"first_name": {"current": "Ann", "new": "Anne"}}
@@ -464,7 +471,7 @@ def test_with_logging_level_none_a_record_retry_still_works_by_fetching_the_sour
     set_faults(failing_target)
 
     with execute_queued():
-        recovery.error_retry(error=error)
+        error_retry(error=error)
 
     assert len(records(failing_target)) == 1
 
@@ -476,7 +483,7 @@ def test_without_a_snapshot_or_a_source_to_fetch_a_record_retry_says_so(make_map
     monkeypatch.setattr(SandboxConnector, "supports_fetch", False)
 
     with pytest.raises(ValidationError) as caught:
-        recovery.error_retry(error=record_errors().get())
+        error_retry(error=record_errors().get())
 
     assert "logging level is none" in caught.value.messages[0]
 
@@ -490,7 +497,7 @@ def test_a_batch_retry_works_by_refetching_even_with_logging_level_none(make_map
     set_faults(source)
 
     with execute_queued():
-        recovery.sync_run_retry_failures(run=run)
+        sync_run_retry_failures(run=run)
 
     assert len(records(mapping.target_connection)) == 2
     run.refresh_from_db()
@@ -504,24 +511,24 @@ def test_resync_of_one_record_and_of_every_unsynced_record(make_mapping, failing
     mapping = make_mapping(target=failing_target, match_keys=[])
     rows = seed_records(mapping.source_connection, "contacts", [person(1), person(2), person(3)])
     run_mapping(mapping)
-    assert recovery.sync_status_counts(organization=mapping.organization) == [
+    assert sync_status_counts(organization=mapping.organization) == [
         {"connection_id": failing_target.pk, "connection": "Down CRM", "synced": 0, "unsynced": 3, "failed": 3}
     ]
     set_faults(failing_target)
 
     with execute_queued():
-        recovery.record_resync(mapping=mapping, source_record_ids=[rows[0].external_id])
-    assert recovery.sync_status_counts(organization=mapping.organization)[0]["synced"] == 1
+        record_resync(mapping=mapping, source_record_ids=[rows[0].external_id])
+    assert sync_status_counts(organization=mapping.organization)[0]["synced"] == 1
 
     with execute_queued():
-        runs = recovery.records_resync_unsynced(organization=mapping.organization, target_connection=failing_target)
+        runs = records_resync_unsynced(organization=mapping.organization, target_connection=failing_target)
     assert len(runs) == 1
     assert set(runs[0].options["records"]) == {row.external_id for row in rows[1:]}
-    assert recovery.sync_status_counts(organization=mapping.organization)[0] == {
+    assert sync_status_counts(organization=mapping.organization)[0] == {
         "connection_id": failing_target.pk, "connection": "Down CRM", "synced": 3, "unsynced": 0, "failed": 0,
     }
     statuses = {link.source_record_id: link.status for link in
-                recovery.record_sync_status(organization=mapping.organization)}
+                record_sync_status(organization=mapping.organization)}
     assert statuses == {row.external_id: LinkStatus.SYNCED for row in rows}
     assert len(records(failing_target)) == 3
 
@@ -535,7 +542,7 @@ def test_a_test_sync_plans_a_sample_and_writes_nothing(make_mapping):
                  [person(1), person(2, last_name=""), person(3)] + [person(n) for n in range(4, 20)])
     seed_records(mapping.target_connection, "contacts", [person(3, first_name="Old")])
 
-    run = recovery.mapping_test_sync(mapping=mapping, sample_size=3)
+    run = mapping_test_sync(mapping=mapping, sample_size=3)
 
     plan = {entry["record_id"]: entry for entry in run.options["plan"]}
     assert len(plan) == 3
@@ -554,7 +561,7 @@ def test_a_test_sync_can_write_just_its_sample(make_mapping):
     mapping = make_mapping()
     seed_records(mapping.source_connection, "contacts", [person(n) for n in range(10)])
 
-    run = recovery.mapping_test_sync(mapping=mapping, sample_size=4, write=True)
+    run = mapping_test_sync(mapping=mapping, sample_size=4, write=True)
 
     assert run.created == 4
     assert len(records(mapping.target_connection)) == 4
@@ -571,7 +578,7 @@ def test_errors_are_grouped_by_fingerprint(make_mapping):
                  [person(1, last_name=""), person(2, last_name=""), person(3, email="bad")])
     run_mapping(mapping)
 
-    groups = list(recovery.error_groups(organization=mapping.organization))
+    groups = list(error_groups(organization=mapping.organization))
 
     assert [(g["field"], g["count"]) for g in groups] == [("last_name", 2), ("email", 1)]
     assert groups[0]["first_seen"] <= groups[0]["last_seen"]
@@ -587,7 +594,7 @@ def test_a_group_retry_tries_one_record_first_and_then_the_rest(make_mapping, ex
     type(mapping).objects.filter(pk=mapping.pk).update(auto_fix=True)
 
     with execute_queued():
-        summary = recovery.error_group_retry(organization=mapping.organization, fingerprint=fingerprint)
+        summary = error_group_retry(organization=mapping.organization, fingerprint=fingerprint)
 
     assert summary["queued"] == 1 and summary["remaining"] == 3
     retry_runs = list(SyncRun.objects.filter(trigger=Trigger.RETRY).order_by("pk"))
@@ -602,7 +609,7 @@ def test_a_group_retry_whose_first_record_fails_stops_there(make_mapping, execut
     run_mapping(mapping)
 
     with execute_queued():
-        recovery.error_group_retry(organization=mapping.organization,
+        error_group_retry(organization=mapping.organization,
                                    fingerprint=record_errors().first().fingerprint)
 
     assert SyncRun.objects.filter(trigger=Trigger.RETRY).count() == 1
@@ -647,7 +654,7 @@ def test_n_consecutive_failed_runs_pause_a_mapping_and_say_why(make_mapping, mak
 
     assert not mapping.is_active
     assert "3 failed runs in a row" in mapping.paused_reason
-    recovery.mapping_resume(mapping=mapping)
+    mapping_resume(mapping=mapping)
     assert mapping.is_active and mapping.paused_reason == ""
 
 
@@ -683,7 +690,7 @@ def test_two_operators_retrying_overlapping_sets_at_the_same_moment_process_each
     def operator(error_ids):
         try:
             barrier.wait()
-            summaries.append(recovery.errors_retry(organization=mapping.organization, error_ids=error_ids))
+            summaries.append(errors_retry(organization=mapping.organization, error_ids=error_ids))
         finally:
             default_connection.close()
 
@@ -706,7 +713,7 @@ def test_a_test_sync_against_an_unreachable_target_reports_it_and_stores_no_erro
     mapping = make_mapping(target=target)
     seed_records(mapping.source_connection, "contacts", [person(1)])
 
-    run = recovery.mapping_test_sync(mapping=mapping)
+    run = mapping_test_sync(mapping=mapping)
 
     assert run.status == RunStatus.FAILED
     assert run.options["plan"][0]["category"] == "auth"
@@ -720,13 +727,13 @@ def test_retrying_the_failures_of_the_original_run_takes_up_where_its_failed_ret
     seed_records(mapping.source_connection, "contacts", [person(1)])
     root = run_mapping(mapping)
     with execute_queued():
-        child = recovery.sync_run_retry_failures(run=root)
+        child = sync_run_retry_failures(run=root)
     child.refresh_from_db()
     assert child.status == RunStatus.PARTIALLY_FAILED
     set_faults(failing_target)
 
     with execute_queued():
-        again = recovery.sync_run_retry_failures(run=root)
+        again = sync_run_retry_failures(run=root)
 
     assert again.options["errors"] == [record_errors(run=child).get().pk]
     root.refresh_from_db()

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from integrations.connectors.sandbox import seed_records
 from syncs.models import ErrorStatus, RecordError, Resolution, RunStatus, SyncRun, Trigger
-from syncs.recovery import error_ignore
+from syncs.review import error_ignore
 from tests.syncs.helpers import person, records, run_mapping
 
 pytestmark = pytest.mark.django_db

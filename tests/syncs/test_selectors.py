@@ -8,7 +8,7 @@ import time_machine
 
 from integrations.connectors.sandbox import seed_records
 from syncs.models import ErrorLevel, ErrorStatus, RecordError
-from syncs.recovery import error_ignore
+from syncs.review import error_ignore
 from syncs.selectors import record_errors_matching
 from tests.syncs.helpers import person, run_mapping
 

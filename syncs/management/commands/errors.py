@@ -17,7 +17,7 @@ from integrations.errors import ErrorCategory
 from integrations.models import Connection
 from mappings.models import Mapping
 from syncs.models import ErrorLevel, ErrorStatus, Resolution, SyncRun
-from syncs.recovery import SKIP_REASONS, errors_retry
+from syncs.retries import SKIP_REASONS, errors_retry
 from syncs.selectors import record_errors_matching
 
 

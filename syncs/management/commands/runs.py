@@ -9,8 +9,8 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from syncs.chains import sync_run_retry_failures
 from syncs.models import SyncRun
-from syncs.recovery import sync_run_retry_failures
 
 
 class Command(BaseCommand):

@@ -1,0 +1,193 @@
+"""Retrying record and batch errors: one claim, one replay run per mapping, the periodic sweeper.
+
+Every retry goes through one path: errors are claimed with a conditional update (status → retrying, under a
+claim token only this caller knows), grouped per mapping, and replayed in a run whose options name them. The
+engine re-fetches each record from the source where the connector can (safe replay), falls back to the
+snapshot, and never overwrites a target record that changed after the failure unless forced. RecordLink keeps
+every replay idempotent.
+"""
+
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from integrations.models import ConnectionStatus
+from mappings.models import Mapping
+from syncs.events import log_event
+from syncs.models import ErrorLevel, ErrorStatus, RecordError, Resolution, RunStatus, SyncRun, Trigger
+from syncs.policy import error_routing
+from syncs.services import sync_run_queue
+
+RETRY_RESOLUTIONS = (Resolution.AUTO_RETRY, Resolution.REPLAY, Resolution.MANUAL_RETRY, Resolution.BULK_RETRY)
+
+
+CLAIMABLE_STATUSES = (ErrorStatus.OPEN, ErrorStatus.RETRY_SCHEDULED, ErrorStatus.IN_REVIEW, ErrorStatus.EXHAUSTED)
+
+
+RETRIABLE_LEVELS = (ErrorLevel.RECORD, ErrorLevel.BATCH)
+
+
+
+def claim_errors(queryset, *, now):
+    """Claim the claimable errors of `queryset` for this caller: two concurrent callers never share one."""
+    token = uuid.uuid4()
+    ids = list(queryset.values_list("pk", flat=True))
+    RecordError.objects.filter(pk__in=ids, status__in=CLAIMABLE_STATUSES).update(
+        status=ErrorStatus.RETRYING, claim_token=token, last_retried_at=now, next_retry_at=None, updated_at=now
+    )
+    return RecordError.objects.filter(claim_token=token, status=ErrorStatus.RETRYING)
+
+
+def queue_replays(claimed, *, trigger, resolution, force=False, parent=None, extra_options=None):
+    """One replay run per mapping for the claimed errors; returns the runs."""
+    runs = []
+    by_mapping = {}
+    for error_id, mapping_id, level, batch_id in claimed.values_list("pk", "mapping_id", "level", "batch_id"):
+        group = by_mapping.setdefault(mapping_id, {"errors": [], "batches": []})
+        if level == ErrorLevel.BATCH:
+            group["batches"].append(batch_id)
+        group["errors"].append(error_id)
+    mappings = {m.pk: m for m in Mapping.objects.filter(pk__in=by_mapping).select_related("organization")}
+    for mapping_id, group in sorted(by_mapping.items()):
+        options = {"errors": group["errors"], "batches": [b for b in group["batches"] if b],
+                   "resolution": resolution, "force": force, **(extra_options or {})}
+        runs.append(sync_run_queue(mapping=mappings[mapping_id], trigger=trigger, parent=parent, options=options))
+    return runs
+
+
+def snapshotless_errors(queryset):
+    """Record errors that cannot be replayed: no snapshot, no edit, and a source connector that cannot fetch."""
+    blocked = []
+    rows = queryset.filter(level=ErrorLevel.RECORD, snapshot_before__isnull=True, edited_payload__isnull=True)
+    for error in rows.select_related("mapping__source_connection", "mapping__target_connection"):
+        connection = (error.mapping.source_connection if error.direction == "forward"
+                      else error.mapping.target_connection)
+        if not connection.get_connector().supports_fetch:
+            blocked.append(error.pk)
+    return blocked
+
+
+SKIP_REASONS = {
+    "already_resolved": "already resolved or ignored",
+    "already_retrying": "already being retried",
+    "not_retriable": "not retriable (warnings, ignored records, system errors)",
+    "no_snapshot": "without a snapshot and with a source that cannot be fetched again",
+    "test_run": "from a test run (test runs write nothing to retry)",
+}
+
+
+NO_SNAPSHOT_MESSAGE = (
+    "No snapshot of this record was kept (the mapping's logging level is none) and its source cannot be "
+    "fetched again: re-sync the mapping to read it from the source."
+)
+
+
+def errors_retry(*, organization, queryset=None, error_ids=None, resolution=Resolution.BULK_RETRY, force=False,
+                 trigger=Trigger.RETRY, extra_options=None):
+    """Retry errors (by ids, or every error of `queryset`), grouped into one replay run per mapping.
+
+    Safe under concurrency: overlapping calls process each error once. Returns a summary:
+    {"queued": n, "runs": [run ids], "skipped": {reason: n}}.
+    """
+    now = timezone.now()
+    candidates = RecordError.objects.for_org(organization)
+    if queryset is not None:
+        candidates = candidates.filter(pk__in=queryset.values("pk"))
+    if error_ids is not None:
+        candidates = candidates.filter(pk__in=list(error_ids))
+    else:
+        # "Everything matching a filter" means what is still open; named ids get a reason for each skip.
+        candidates = candidates.exclude(status__in=(ErrorStatus.RESOLVED, ErrorStatus.IGNORED))
+    skipped = {}
+    test_errors = candidates.filter(run__is_test=True).count()
+    if test_errors:
+        skipped["test_run"] = test_errors
+    candidates = candidates.filter(run__is_test=False)
+    not_errors = candidates.exclude(level__in=RETRIABLE_LEVELS).count()
+    if not_errors:
+        skipped["not_retriable"] = not_errors
+    candidates = candidates.filter(level__in=RETRIABLE_LEVELS)
+    for reason, statuses in (("already_resolved", (ErrorStatus.RESOLVED, ErrorStatus.IGNORED)),
+                             ("already_retrying", (ErrorStatus.RETRYING,))):
+        count = candidates.filter(status__in=statuses).count()
+        if count:
+            skipped[reason] = count
+    claimable = candidates.filter(status__in=CLAIMABLE_STATUSES)
+    blocked = snapshotless_errors(claimable)
+    if blocked:
+        skipped["no_snapshot"] = len(blocked)
+        claimable = claimable.exclude(pk__in=blocked)
+    claimable_ids = list(claimable.values_list("pk", flat=True))
+    with transaction.atomic():
+        claimed = claim_errors(RecordError.objects.filter(pk__in=claimable_ids), now=now)
+        runs = queue_replays(claimed, trigger=trigger, resolution=resolution, force=force,
+                              extra_options=extra_options)
+        queued = claimed.count()
+    # A concurrent caller may have claimed some of ours between our count and our claim.
+    raced = len(claimable_ids) - queued
+    if raced > 0:
+        skipped["already_retrying"] = skipped.get("already_retrying", 0) + raced
+    log_event("errors_retry", organization=organization.slug, queued=queued, runs=[r.pk for r in runs],
+              skipped=skipped)
+    return {"queued": queued, "runs": [run.pk for run in runs], "skipped": skipped}
+
+
+def error_retry(*, error, force=False):
+    """Retry one error; raises ValidationError with a clear reason when it cannot be retried."""
+    summary = errors_retry(organization=error.organization, error_ids=[error.pk], resolution=Resolution.MANUAL_RETRY,
+                           force=force)
+    if not summary["queued"]:
+        reason = next(iter(summary["skipped"]), "not_retriable")
+        raise ValidationError(NO_SNAPSHOT_MESSAGE if reason == "no_snapshot" else {
+            "already_resolved": "This error is already resolved.",
+            "already_retrying": "This error is already being retried.",
+        }.get(reason, "Only record and batch errors can be retried."), code=reason)
+    return summary
+
+
+def retries_sweep(*, now=None):
+    """The periodic sweeper: gather due errors (next_retry_at passed) into one retry run per mapping."""
+    now = now or timezone.now()
+    due = RecordError.objects.filter(
+        status=ErrorStatus.RETRY_SCHEDULED, next_retry_at__lte=now, mapping__is_active=True,
+        mapping__source_connection__status=ConnectionStatus.ACTIVE,
+        mapping__target_connection__status=ConnectionStatus.ACTIVE,
+    ).filter(Q(retry_after_until__isnull=True) | Q(retry_after_until__lte=now))
+    with transaction.atomic():
+        claimed = claim_errors(due, now=now)
+        runs = queue_replays(claimed, trigger=Trigger.RETRY, resolution=Resolution.AUTO_RETRY)
+    if runs:
+        log_event("retries_swept", runs=[r.pk for r in runs], errors=claimed.count())
+    return runs
+
+
+def automated_replay(run):
+    mapping = run.mapping
+    if not mapping.automated_replay or not run.failed or run.status == RunStatus.CANCELED:
+        return None
+    root = run.root or run
+    replays = SyncRun.objects.filter(root=root, trigger=Trigger.REPLAY).count()
+    if replays >= mapping.replay_attempts:
+        return None
+    failures = RecordError.objects.filter(run=run, level=ErrorLevel.RECORD, status__in=CLAIMABLE_STATUSES)
+    with transaction.atomic():
+        claimed = claim_errors(failures, now=timezone.now())
+        runs = queue_replays(claimed, trigger=Trigger.REPLAY, resolution=Resolution.REPLAY, parent=run)
+    return runs[0] if runs else None
+
+
+def release_unprocessed(run):
+    """Claimed errors the run never reached (a system error, a fail-fast stop) go back to their queue."""
+    error_ids = run.options.get("errors") or []
+    if not error_ids:
+        return
+    now = timezone.now()
+    for error in RecordError.objects.filter(pk__in=error_ids, status=ErrorStatus.RETRYING).select_related("mapping"):
+        error.attempts += 1 if run.trigger in (Trigger.RETRY, Trigger.REPLAY) else 0
+        error.status, error.next_retry_at = error_routing(mapping=error.mapping, error=error, now=now)
+        error.claim_token = None
+        error.save(update_fields=["attempts", "status", "next_retry_at", "claim_token", "updated_at"])
+
