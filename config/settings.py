@@ -173,6 +173,9 @@ RESYNC_ENCRYPTION_KEY_FILE = VAR_DIR / "encryption.key"
 # Delays of the in-request retry of ephemeral HTTP failures (seed 000: 2 s, 4 s, 8 s, then give up).
 RESYNC_HTTP_RETRY_DELAYS = [2, 4, 8]
 RESYNC_HTTP_TIMEOUT = env.float("RESYNC_HTTP_TIMEOUT", default=15.0)
+# The longest Retry-After a sync waits for between two write calls of one batch; a longer one fails the rest of
+# the batch and leaves the wait to the retry schedule, so a worker is not held asleep for minutes.
+RESYNC_INLINE_RETRY_AFTER_MAX = env.int("RESYNC_INLINE_RETRY_AFTER_MAX", default=10)
 # A run or batch whose heartbeat is older than this is taken to belong to a dead worker.
 RESYNC_HEARTBEAT_STALE_SECONDS = env.int("RESYNC_HEARTBEAT_STALE_SECONDS", default=120)
 # Tenant-supplied URLs may not point at private or loopback addresses (SSRF), except where this says so

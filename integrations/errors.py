@@ -48,6 +48,8 @@ class ConnectorError(Exception):
 
     `message` is for the operator; `detail` is technical (already redacted: never put credentials in it).
     `retry_after` is in seconds, as the target asked. `field` names the offending field when there is one.
+    `may_have_applied` says the request may have reached the target and been carried out although no answer
+    says so (a read timeout, a 500 or a gateway error after sending): a create must not be sent again blindly.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class ConnectorError(Exception):
         retryable=None,
         retry_after=None,
         field="",
+        may_have_applied=False,
     ):
         super().__init__(message)
         self.category = ErrorCategory(category)
@@ -72,6 +75,7 @@ class ConnectorError(Exception):
         self.durability = Durability.EPHEMERAL if self.retryable else Durability.DURABLE
         self.retry_after = retry_after
         self.field = field
+        self.may_have_applied = may_have_applied
 
     def __repr__(self):
         return f"ConnectorError({self.category.value!r}, {self.message!r}, code={self.code!r}, field={self.field!r})"

@@ -17,6 +17,7 @@ __all__ = [
     "connection_check",
     "connection_config_secret_keys",
     "connection_describe",
+    "connection_needs_reauth",
     "connection_reconnect",
     "connector_for",
 ]
@@ -46,13 +47,20 @@ def connection_check(*, connection):
         error = exc
     connection.last_checked_at = timezone.now()
     connection.last_error = error.message if error else ""
-    fields = ["last_checked_at", "last_error", "updated_at"]
-    if error is not None and error.category == ErrorCategory.AUTH:
-        connection.status, connection.status_reason = ConnectionStatus.NEEDS_REAUTH, error.message
-        fields += ["status", "status_reason"]
     # Only these columns: a concurrent edit of the name or config is not overwritten by a check.
-    connection.save(update_fields=fields)
+    connection.save(update_fields=["last_checked_at", "last_error", "updated_at"])
+    if error is not None and error.category == ErrorCategory.AUTH:
+        connection_needs_reauth(connection=connection, error=error)
     return error
+
+
+def connection_needs_reauth(*, connection, error):
+    """The connection's credentials were refused: syncs and retries stop until someone reconnects it."""
+    connection.status, connection.status_reason = ConnectionStatus.NEEDS_REAUTH, error.message[:500]
+    connection.last_error = error.message
+    connection.save(update_fields=["status", "status_reason", "last_error", "updated_at"])
+    log_event("connection_needs_reauth", connection=connection.name, error_code=error.code,
+              error_message=error.message)
 
 
 def connection_reconnect(*, connection, credentials=None):

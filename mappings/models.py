@@ -93,8 +93,8 @@ class Mapping(TenantModel):
     logging_level = models.CharField(max_length=10, choices=LoggingLevel.choices, default=LoggingLevel.ERRORS)
     auto_fix = models.BooleanField(
         default=False,
-        help_text="Strip phone punctuation, truncate over-long values and default empty required fields, "
-        "recording each fix as a warning.",
+        help_text="Change values that are present but do not fit the target (strip phone punctuation, truncate "
+        "over-long text), recording each fix as a warning. Field defaults apply either way.",
     )
     default_phone_country = models.CharField(max_length=2, default="US")
     filters = models.JSONField(default=list, blank=True)
@@ -150,7 +150,9 @@ class FieldMapping(TenantModel):
     transforms = models.JSONField(default=list, blank=True)
     reverse_transforms = models.JSONField(default=list, blank=True)
     required = models.BooleanField(default=False)
-    default_value = models.CharField(max_length=500, null=True, blank=True)
+    default_value = models.CharField(
+        max_length=500, null=True, blank=True, help_text="Written when the value is empty after the transforms."
+    )
     skip_invalid = models.BooleanField(
         default=False, help_text="Drop this field (with a warning) instead of failing the record."
     )

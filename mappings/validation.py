@@ -1,8 +1,8 @@
 """Checks a transformed record (target field -> value) against the target object's schema before any write.
 
-Every problem is reported, not only the first, as a FieldProblem an operator can act on. With auto-fix on, the
-fixes of seed 000 are applied and each one is recorded as a warning: phone punctuation stripped, over-long text
-truncated, an empty required field given its default.
+Every problem is reported, not only the first, as a FieldProblem an operator can act on. A field's default fills
+an empty value. With auto-fix on, values that are present but do not fit are fixed as seed 000 describes, each
+fix recorded as a warning: phone punctuation stripped, over-long text truncated.
 """
 
 import re
@@ -70,16 +70,14 @@ def validate_payload(
             continue
 
         value = result.payload.get(name)
+        if is_blank(value) and not is_blank(defaults.get(name)):
+            # The operator's default for an empty value, auto-fix or not; it must pass the same checks as any
+            # other value.
+            value = result.payload[name] = defaults[name]
         if is_blank(value):
-            if name not in required:
-                continue
-            default = defaults.get(name)
-            if not auto_fix or is_blank(default):
+            if name in required:
                 result.error(name, "required_missing", f"{name} is required by {target} but is empty", original=value)
-                continue
-            message = f"{name} was empty; used the default {show_value(default)}"
-            result.fix(name, "default_applied", message, value, default)
-            value = default  # a default must pass the same checks as any other value
+            continue
 
         if spec.type == FieldType.PHONE:
             value = _check_phone(result, name, value, spec, auto_fix=auto_fix, country=phone_country)

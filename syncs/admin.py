@@ -16,9 +16,18 @@ from django.utils.translation import ngettext
 
 from accounts.models import Organization
 from syncs.chains import sync_run_retry_failures
-from syncs.models import COUNT_FIELDS, RecordError, RecordLink, Resolution, SyncBatch, SyncRun
+from syncs.models import (
+    COUNT_FIELDS,
+    ErrorGroupRetry,
+    ErrorStatus,
+    RecordError,
+    RecordLink,
+    Resolution,
+    SyncBatch,
+    SyncRun,
+)
 from syncs.retries import SKIP_REASONS, errors_retry
-from syncs.review import error_ignore, error_resolve
+from syncs.review import errors_close
 
 
 class ReadOnlyAdminMixin:
@@ -190,7 +199,7 @@ class RecordErrorAdmin(RecoveryActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmi
             "Error",
             {"fields": ["level", "category", "error_code", "field", "message", "detail_pre", "fingerprint"]},
         ),
-        ("Record", {"fields": ["source_record_id", "target_record_id", "before", "after"]}),
+        ("Record", {"fields": ["source_record_id", "target_record_id", "before", "after", "edited"]}),
         (
             "Recovery",
             {
@@ -199,6 +208,7 @@ class RecordErrorAdmin(RecoveryActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmi
                     "retryable",
                     "durability",
                     "attempts",
+                    "origin_run_link",
                     "retry_after_until",
                     "next_retry_at",
                     "resolved_at",
@@ -209,7 +219,7 @@ class RecordErrorAdmin(RecoveryActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmi
             },
         ),
     ]
-    readonly_fields = ["run_link", "detail_pre", "before", "after"]
+    readonly_fields = ["run_link", "origin_run_link", "detail_pre", "before", "after", "edited"]
     actions = ["retry_selected", "ignore_selected", "resolve_selected"]
 
     @admin.display(description="Message")
@@ -219,6 +229,14 @@ class RecordErrorAdmin(RecoveryActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     @admin.display(description="Run", ordering="run")
     def run_link(self, obj):
         return admin_link(SyncRun, obj.run_id)
+
+    @admin.display(description="First failed in run")
+    def origin_run_link(self, obj):
+        return admin_link(SyncRun, obj.origin_run_id)
+
+    @admin.display(description="Operator's correction")
+    def edited(self, obj):
+        return pretty_json(obj.edited_payload)
 
     @admin.display(description="Technical detail")
     def detail_pre(self, obj):
@@ -260,8 +278,7 @@ class RecordErrorAdmin(RecoveryActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         """Like Django's delete confirmation: an intermediate page that asks for the reason, required."""
         form = IgnoreReasonForm(request.POST if request.POST.get("post") else None)
         if form.is_valid():
-            reason = form.cleaned_data["reason"]
-            self._close_each(request, queryset, lambda error: error_ignore(error=error, reason=reason), "ignored")
+            self._close(request, queryset, ErrorStatus.IGNORED, form.cleaned_data["reason"], "ignored")
             return None
         errors = list(queryset.select_related("mapping", "organization").order_by("pk"))
         context = {
@@ -280,17 +297,16 @@ class RecordErrorAdmin(RecoveryActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     @admin.action(description="Mark selected errors resolved", permissions=["recover"])
     def resolve_selected(self, request, queryset):
         note = f"Marked resolved in the admin by {request.user.get_username()}."
-        self._close_each(request, queryset, lambda error: error_resolve(error=error, note=note), "marked resolved")
+        self._close(request, queryset, ErrorStatus.RESOLVED, note, "marked resolved")
 
-    def _close_each(self, request, queryset, close, done):
+    def _close(self, request, queryset, status, note, done):
+        # errors_close works inside one organization: one call per organization selected.
         closed = skipped = 0
-        for error in queryset.select_related("mapping").order_by("pk"):
-            try:
-                close(error)
-            except ValidationError:
-                skipped += 1  # already resolved or ignored: nothing to do, and not worth a 500
-            else:
-                closed += 1
+        for organization in Organization.objects.filter(pk__in=queryset.values("organization_id")).order_by("pk"):
+            summary = errors_close(organization=organization, queryset=queryset.filter(organization=organization),
+                                   status=status, note=note)
+            closed += summary["closed"]
+            skipped += sum(summary["skipped"].values())
         message = f"{_errors(closed)} {done}."
         if skipped:
             message += f" Skipped {_errors(skipped)} already resolved or ignored."
@@ -335,3 +351,18 @@ class RecordLinkAdmin(admin.ModelAdmin):
     @admin.display(description="Last error")
     def last_error_link(self, obj):
         return admin_link(RecordError, obj.last_error_id)
+
+
+@admin.register(ErrorGroupRetry)
+class ErrorGroupRetryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "fingerprint", "mapping", "organization", "status", "retried", "short_reason"]
+    list_filter = ["status", "organization"]
+    search_fields = ["fingerprint", "probe_record_id", "reason"]
+    list_select_related = ["mapping", "organization"]
+    show_full_result_count = False
+    fields = ["code", "organization", "mapping", "fingerprint", "direction", "probe_record_id", "probe_error",
+              "status", "reason", "retried", "created_at", "updated_at"]
+
+    @admin.display(description="Reason")
+    def short_reason(self, obj):
+        return Truncator(obj.reason).chars(100)

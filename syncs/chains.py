@@ -1,22 +1,27 @@
-"""Retry chains: "retry failures" runs below a root run, and the root's recovery when nothing of it is left.
+"""Retry chains: "retry failures" runs below a run, and a root run's recovery once nothing of it is left open.
 
-A root run's chain is the root and every retry below it (parent → child). A root becomes *recovered* when its
-chain leaves nothing failed: no unresolved record or batch error, no page that never loaded.
+A run's chain is the run and every retry below it (parent → child). Its failures are the unresolved system,
+batch and record errors of those runs, and of every later run a failure moved to: when a record fails again in
+another run (the sweeper's, a bulk retry's, the next scheduled run's), its new error carries the run where it
+first failed (`RecordError.origin_run`), so that run is not recovered while the failure lives on elsewhere.
+
+Whenever errors are resolved, ignored or superseded, the chains they belong to settle (`chains_settle`): a root
+run with nothing left open becomes *recovered*.
 """
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
+from integrations.services import connection_reconnect
 from syncs.events import log_event
 from syncs.models import (
     UNRESOLVED_ERROR_STATUSES,
-    BatchStatus,
+    ErrorLevel,
     RecordError,
     Resolution,
     RunStatus,
-    SyncBatch,
     SyncRun,
     Trigger,
 )
@@ -28,28 +33,9 @@ from syncs.retries import (
     queue_replays,
     snapshotless_errors,
 )
+from syncs.services import sync_run_queue
 
-
-def sync_run_retry_failures(*, run, force=False):
-    """A child run of `run` that re-fetches its failed batches and replays its loose failing records.
-
-    The failures are those still open in `run` and in the retries that followed it: retrying an original run
-    whose first retry failed again takes up where that retry left off.
-    """
-    if run.status not in (RunStatus.PARTIALLY_FAILED, RunStatus.FAILED):
-        raise ValidationError("Only a finished run with failures can be retried.", code="no_failures")
-    failures = RecordError.objects.for_org(run.organization).filter(
-        run__in=run_and_descendants(run), level__in=RETRIABLE_LEVELS, status__in=CLAIMABLE_STATUSES
-    )
-    blocked = snapshotless_errors(failures)
-    with transaction.atomic():
-        claimed = claim_errors(failures.exclude(pk__in=blocked), now=timezone.now())
-        if not claimed.exists():
-            raise ValidationError(NO_SNAPSHOT_MESSAGE if blocked else
-                                  "This run has no failed batch or record left to retry.", code="nothing_to_retry")
-        (child,) = queue_replays(claimed, trigger=Trigger.RETRY, resolution=Resolution.REPLAY, force=force,
-                                  parent=run)
-    return child
+FAILURE_LEVELS = (ErrorLevel.SYSTEM, ErrorLevel.BATCH, ErrorLevel.RECORD)
 
 
 def run_and_descendants(run):
@@ -61,34 +47,112 @@ def run_and_descendants(run):
     return ids
 
 
-def roots_touched(run):
-    """The root runs whose failures this run retried: its own chain, and the runs of the errors it replayed
-    (the sweeper and bulk retries gather errors of several runs into one run outside their chains)."""
-    run_ids = set(RecordError.objects.filter(pk__in=run.options.get("errors") or []).values_list("run_id", flat=True))
-    run_ids |= set(SyncBatch.objects.filter(pk__in=run.options.get("batches") or []).values_list("run_id", flat=True))
-    roots = {run.root_id} if run.root_id else set()
-    for root_id, own_id in SyncRun.objects.filter(pk__in=run_ids).values_list("root_id", "pk"):
-        roots.add(root_id or own_id)
-    return SyncRun.objects.filter(pk__in=roots).select_related("mapping")
+def run_open_failures(run):
+    """The unresolved errors that keep `run` from being recovered: those of its chain, wherever they now live."""
+    chain = run_and_descendants(run)
+    return RecordError.objects.for_org(run.organization).filter(
+        Q(run__in=chain) | Q(origin_run__in=chain), level__in=FAILURE_LEVELS, status__in=UNRESOLVED_ERROR_STATUSES,
+    )
+
+
+def run_recovery_summary(run):
+    """Why a run is (not yet) recovered: its open failures by status and by category, and what is running."""
+    failures = run_open_failures(run)
+    by_status = dict(failures.values_list("status").annotate(n=Count("pk")).order_by("status"))
+    by_category = dict(failures.values_list("category").annotate(n=Count("pk")).order_by("category"))
+    in_flight = SyncRun.objects.filter(pk__in=run_and_descendants(run) - {run.pk},
+                                       status__in=(RunStatus.QUEUED, RunStatus.RUNNING)).count()
+    return {"open_failures": sum(by_status.values()), "by_status": by_status, "by_category": by_category,
+            "retries_in_flight": in_flight}
 
 
 def chain_refresh_status(root):
-    """A root run whose chain of retries left nothing failed becomes recovered."""
-    if root.status not in (RunStatus.PARTIALLY_FAILED, RunStatus.FAILED) or root.system_error:
+    """A failed root run whose chain left nothing open becomes recovered. Returns whether it did."""
+    if root.status not in (RunStatus.PARTIALLY_FAILED, RunStatus.FAILED):
         return False
     chain = SyncRun.objects.filter(Q(pk=root.pk) | Q(root=root))
     if chain.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)).exists():
         return False
-    open_errors = RecordError.objects.filter(
-        run__in=chain, level__in=RETRIABLE_LEVELS, status__in=UNRESOLVED_ERROR_STATUSES
-    ).exists()
-    # A failed batch with no records is a page that never loaded; one with records failed record by record,
-    # and those records are counted above.
-    open_batches = SyncBatch.objects.filter(run__in=chain, status=BatchStatus.FAILED, record_count=0).exists()
-    if open_errors or open_batches:
+    if run_open_failures(root).exists():
         return False
-    SyncRun.objects.filter(pk=root.pk).update(status=RunStatus.RECOVERED)
+    if not SyncRun.objects.filter(pk=root.pk, status=root.status).update(status=RunStatus.RECOVERED):
+        return False  # changed under us: it will be evaluated again
     root.status = RunStatus.RECOVERED
-    log_event("run_recovered", run_id=root.pk, mapping=root.mapping.name)
+    log_event("run_recovered", run_id=root.pk, mapping_id=root.mapping_id)
     return True
 
+
+def chains_settle(*, run_ids):
+    """Re-evaluate the root runs of these runs (runs whose errors were just resolved, ignored or superseded)."""
+    run_ids = {run_id for run_id in run_ids if run_id}
+    if not run_ids:
+        return []
+    roots = {root_id or own_id for own_id, root_id in
+             SyncRun.objects.filter(pk__in=run_ids).values_list("pk", "root_id")}
+    recovered = []
+    for root in SyncRun.objects.filter(pk__in=roots, status__in=(RunStatus.PARTIALLY_FAILED, RunStatus.FAILED)):
+        if chain_refresh_status(root):
+            recovered.append(root.pk)
+    return recovered
+
+
+def errors_settle(errors):
+    """Settle the chains of these errors: call after resolving, ignoring or superseding them."""
+    run_ids = set()
+    for run_id, origin_id in errors.values_list("run_id", "origin_run_id"):
+        run_ids.update((run_id, origin_id))
+    return chains_settle(run_ids=run_ids)
+
+
+def sync_run_retry_failures(*, run, force=False):
+    """A child run of `run` that retries what of it is still failing.
+
+    The failures are those of the run's chain, wherever they now live (`run_open_failures`): retrying an
+    original run whose first retry failed again takes up where that retry left off. Failed pages are fetched
+    again by their page token and failing records replayed. A run that stopped on a system error (the target
+    down at the start, credentials refused mid-run) reads its delta again instead, which includes its failed
+    records, since the cursor never moved past them.
+    """
+    if run.status not in (RunStatus.PARTIALLY_FAILED, RunStatus.FAILED):
+        raise ValidationError("Only a finished run with failures can be retried.", code="no_failures")
+    failures = run_open_failures(run)
+    if failures.filter(level=ErrorLevel.SYSTEM).exists():
+        return sync_run_queue(mapping=run.mapping, trigger=Trigger.RETRY, parent=run,
+                              options={"resolution": Resolution.REPLAY, "force": force})
+    failures = failures.filter(level__in=RETRIABLE_LEVELS, status__in=CLAIMABLE_STATUSES)
+    blocked = snapshotless_errors(failures)
+    with transaction.atomic():
+        claimed = claim_errors(failures.exclude(pk__in=blocked), now=timezone.now())
+        if not claimed.exists():
+            raise ValidationError(NO_SNAPSHOT_MESSAGE if blocked else
+                                  "This run has no failed batch or record left to retry.", code="nothing_to_retry")
+        (child,) = queue_replays(claimed, trigger=Trigger.RETRY, resolution=Resolution.REPLAY, force=force,
+                                 parent=run)
+    return child
+
+
+def sync_runs_resume(*, connection):
+    """After a reconnect: retry the latest run of each active mapping of `connection` that its outage stopped
+    (an unresolved system error). Returns the runs queued."""
+    stopped = (RecordError.objects.for_org(connection.organization)
+               .filter(level=ErrorLevel.SYSTEM, status__in=UNRESOLVED_ERROR_STATUSES, run__is_test=False,
+                       mapping__is_active=True)
+               .filter(Q(mapping__source_connection=connection) | Q(mapping__target_connection=connection))
+               .order_by("mapping_id", "-run_id").values_list("mapping_id", "run_id"))
+    latest = {}
+    for mapping_id, run_id in stopped:
+        latest.setdefault(mapping_id, run_id)
+    queued = []
+    for run in SyncRun.objects.filter(pk__in=latest.values()).select_related("mapping").order_by("pk"):
+        if run.status in (RunStatus.PARTIALLY_FAILED, RunStatus.FAILED):
+            queued.append(sync_run_retry_failures(run=run))
+    if queued:
+        log_event("runs_resumed", connection=connection.name, runs=[run.pk for run in queued])
+    return queued
+
+
+def connection_reconnect_and_resume(*, connection, credentials=None):
+    """Reconnect a connection (integrations.services.connection_reconnect) and resume the runs its outage
+    stopped. Returns (connection, resumed runs); raises the check's ConnectorError when it still fails."""
+    connection = connection_reconnect(connection=connection, credentials=credentials)
+    return connection, sync_runs_resume(connection=connection)

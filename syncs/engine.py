@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +28,7 @@ from integrations.crypto import CredentialsDecryptionError
 from integrations.errors import ConnectorError, ErrorCategory
 from integrations.models import ConnectionStatus
 from integrations.redaction import scrub, scrub_text
-from integrations.services import connection_check
+from integrations.services import connection_check, connection_needs_reauth
 from mappings.models import ConflictPolicy, Direction, ErrorStrategy, LoggingLevel, Mapping, WriteMode
 from mappings.transforms import TransformContext, TransformError, apply_transforms
 from mappings.validation import validate_payload
@@ -52,6 +53,9 @@ from syncs.recovery import sync_run_after_finish
 
 FORWARD, REVERSE = "forward", "reverse"
 HEARTBEAT_EVERY = 10  # seconds; well inside RESYNC_HEARTBEAT_STALE_SECONDS
+# A write call that fails on a transient error is split and its halves sent again, down to single records; after
+# this many failed calls in a row the target is taken to be down and the rest fail at once (retried later).
+MAX_FAILED_CALLS_IN_A_ROW = 3
 FINISHED_BATCH_STATUSES = (BatchStatus.SUCCEEDED, BatchStatus.PARTIALLY_FAILED, BatchStatus.FAILED)
 # Only runs that read everything since the cursor may move it; replays and webhook runs see a subset.
 CURSOR_TRIGGERS = (Trigger.SCHEDULE, Trigger.MANUAL)
@@ -177,6 +181,7 @@ class SyncPass:
     direction: str
     near: Any
     near_object: str
+    near_connection: Any
     far: Any
     far_object: str
     far_connection: Any
@@ -250,6 +255,30 @@ class RunExecutor:
         # A replay run processes named failed batches, errors or records instead of the cursor's delta.
         self.replay = bool(options.get("errors") or options.get("batches") or options.get("records"))
         self.force = bool(options.get("force"))
+        # (direction, record id) of the records this run retries: a failure of one of them uses up an attempt.
+        self.retried = self.retried_records()
+        # An authentication failure halts the run: (error, connection), set where the call failed.
+        self.halt = None
+        # Runs whose errors this run resolved or superseded: their chains are re-evaluated when it finishes.
+        self.touched_runs = set()
+        self.sleep = time.sleep
+
+    def retried_records(self):
+        options = self.run.options
+        retried = {(FORWARD, str(record_id)) for record_id in options.get("records") or []}
+        if options.get("errors"):
+            retried |= set(RecordError.objects.filter(pk__in=options["errors"], level=ErrorLevel.RECORD)
+                           .values_list("direction", "source_record_id"))
+        return retried
+
+    def call_failed(self, exc, connection):
+        """Whether a failed call halts the run. Authentication does: every later call would fail the same way,
+        and records are not failed for it; the run ends with a system error and the connection needs a
+        reconnect, after which the records are read again."""
+        if exc.category != ErrorCategory.AUTH:
+            return False
+        self.halt = (exc, connection)
+        return True
 
     def record_plan(self, item, action, **extra):
         """Test runs report, per record, what a real run would do, next to the target's current values."""
@@ -333,7 +362,7 @@ class RunExecutor:
         source_fields = [fm.source_field for fm in field_mappings if fm.source_field]
         target_fields = [fm.target_field for fm in field_mappings if fm.source_field]
         forward = SyncPass(
-            direction=FORWARD, near=source, near_object=mapping.source_object, far=target,
+            direction=FORWARD, near=source, near_object=mapping.source_object, near_connection=source_conn, far=target,
             far_object=mapping.target_object, far_connection=target_conn, far_schema=target_schema,
             rules=[
                 FieldRule(fm.source_field, fm.target_field, fm.transforms, fm.required, fm.default_value,
@@ -346,7 +375,8 @@ class RunExecutor:
         passes = [forward]
         if mapping.direction == Direction.TWO_WAY:
             passes.append(SyncPass(
-                direction=REVERSE, near=target, near_object=mapping.target_object, far=source,
+                direction=REVERSE, near=target, near_object=mapping.target_object, near_connection=target_conn,
+                far=source,
                 far_object=mapping.source_object, far_connection=source_conn, far_schema=source_schema,
                 rules=[
                     FieldRule(fm.target_field, fm.source_field, fm.reverse_transforms, False, None, fm.skip_invalid)
@@ -407,6 +437,9 @@ class RunExecutor:
                     sync_pass.near_object, page_token=token, modified_since=cursor, page_size=size
                 )
             except ConnectorError as exc:
+                if self.call_failed(exc, sync_pass.near_connection):
+                    batch.delete()  # never read: the records are read again after the reconnect
+                    raise exc from None
                 self.batch_failed(batch, exc, sync_pass)
                 token = sync_pass.near.next_page_token(
                     sync_pass.near_object, token, modified_since=cursor, page_size=size
@@ -475,6 +508,9 @@ class RunExecutor:
                 self.replay_batch(sync_pass, batch, unit)
             else:
                 records, info, failures = self.load_replay_records(sync_pass, unit)
+                if self.halt:
+                    batch.delete()
+                    raise self.halt[0]
                 batch.record_count = len(records) + len(failures)
                 self.process_batch(sync_pass, batch, records, replay_info=info, failures=failures)
 
@@ -487,6 +523,9 @@ class RunExecutor:
             page = sync_pass.near.read_page(sync_pass.near_object, page_token=original.page_token or None,
                                             modified_since=cursor, page_size=self.page_size)
         except ConnectorError as exc:
+            if self.call_failed(exc, sync_pass.near_connection):
+                batch.delete()
+                raise exc from None
             self.batch_failed(batch, exc, sync_pass, retrying=original)
             return
         batch.record_count = len(page.records)
@@ -502,19 +541,31 @@ class RunExecutor:
             chain.append(batch.pk)
             batch = batch.source_batch
         SyncBatch.objects.filter(pk__in=chain, status=BatchStatus.FAILED).update(status=BatchStatus.RECOVERED)
-        RecordError.objects.filter(batch_id__in=chain, level=ErrorLevel.BATCH).exclude(
+        errors = RecordError.objects.filter(batch_id__in=chain, level=ErrorLevel.BATCH).exclude(
             status__in=(ErrorStatus.RESOLVED, ErrorStatus.IGNORED)
-        ).update(status=ErrorStatus.RESOLVED, resolved_at=now, next_retry_at=None, updated_at=now,
+        )
+        self.touch_runs(errors)
+        errors.update(status=ErrorStatus.RESOLVED, resolved_at=now, next_retry_at=None, updated_at=now,
                  resolution=self.run.options.get("resolution") or Resolution.REPLAY)
 
     def load_replay_records(self, sync_pass, refs):
-        """Records to replay: fetched fresh where the connector can, else from their snapshots."""
+        """Records to replay: fetched fresh where the connector can, else from their snapshots.
+
+        An error a person closed since the retry was queued (ignored, resolved) is left alone.
+        """
+        closed = set(RecordError.objects.filter(
+            pk__in=[error.pk for _record_id, error in refs if error is not None],
+            status__in=(ErrorStatus.RESOLVED, ErrorStatus.IGNORED),
+        ).values_list("pk", flat=True))
+        refs = [(record_id, error) for record_id, error in refs if error is None or error.pk not in closed]
         info, records, failures = {}, [], []
         fresh, fetch_error = {}, None
-        if sync_pass.near.supports_fetch:
+        if sync_pass.near.supports_fetch and refs:
             try:
                 fresh = sync_pass.near.fetch(sync_pass.near_object, [record_id for record_id, _error in refs])
             except ConnectorError as exc:
+                if self.call_failed(exc, sync_pass.near_connection):
+                    return [], info, []
                 fetch_error = exc
         for record_id, error in refs:
             snapshot = (error.snapshot_before or {}) if error is not None else {}
@@ -567,6 +618,8 @@ class RunExecutor:
             if previous is not None:
                 error.attempts = previous.attempts + 1
                 error.first_seen_at = previous.first_seen_at
+                error.origin_run_id = previous.origin_run_id or previous.run_id
+                self.touched_runs.update({previous.run_id, error.origin_run_id})
                 RecordError.objects.filter(pk=previous.pk).update(
                     status=ErrorStatus.RESOLVED, resolution=Resolution.SUPERSEDED, resolved_at=timezone.now(),
                     next_retry_at=None,
@@ -592,8 +645,13 @@ class RunExecutor:
             )
         }
         items = [Item(record=record, link=links.get(record.id)) for record in records]
+        edits = self.operator_edits(sync_pass, records) if replay_info is None else {}
         for item in items:
             item.preset_payload, item.failed_at = (replay_info or {}).get(item.record.id, (None, None))
+            edit = edits.get(item.record.id)
+            # An operator's correction lives with the record until it syncs, unless the source changed since.
+            if edit is not None and not (item.record.modified_at and item.record.modified_at > edit[1]):
+                item.preset_payload = edit[0]
         outcome.counts["read"] = len(items) + len(failures)
         for record, exc in failures:
             outcome.fail(Item(record=record, link=links.get(record.id)), [exc])
@@ -604,26 +662,45 @@ class RunExecutor:
             if self.stopped:
                 outcome.counts["skipped"] += len(chunk)
                 continue
+            if self.halt:
+                outcome.untried(chunk)
+                continue
             self.process_chunk(sync_pass, chunk, outcome)
+            if self.halt:
+                outcome.untried(chunk)
             self.heartbeat(batch=batch, force=False)
             if self.strategy == ErrorStrategy.FAIL_FAST and outcome.failed_items:
                 self.stopped = True
         outcome.save()
         self.heartbeat()
+        if self.halt:
+            raise self.halt[0]
+
+    def operator_edits(self, sync_pass, records):
+        """record id -> (edited payload, edited at) of the records' open errors an operator corrected."""
+        if not records:
+            return {}
+        rows = RecordError.objects.filter(
+            mapping=self.mapping, direction=sync_pass.direction, level=ErrorLevel.RECORD,
+            status__in=UNRESOLVED_ERROR_STATUSES, edited_payload__isnull=False,
+            source_record_id__in=[record.id for record in records],
+        ).order_by("edited_at").values_list("source_record_id", "edited_payload", "edited_at")
+        return {record_id: (payload, edited_at or timezone.now()) for record_id, payload, edited_at in rows}
 
     def process_chunk(self, sync_pass, items, outcome):
         for item in items:
             self.prepare(sync_pass, item, outcome)
-        live = [item for item in items if not item.done]
-        self.match(sync_pass, live, outcome)
-        live = [item for item in live if not item.done]
+        steps = [self.match]
         if self.replay and not self.force:
-            self.detect_target_changes(sync_pass, live, outcome)
-            live = [item for item in live if not item.done]
+            steps.append(self.detect_target_changes)
         if self.mapping.direction == Direction.TWO_WAY:
-            self.detect_conflicts(sync_pass, live, outcome)
-            live = [item for item in live if not item.done]
-        self.write(sync_pass, live, outcome)
+            steps.append(self.detect_conflicts)
+        steps.append(self.write)
+        for step in steps:
+            live = [item for item in items if not item.done]
+            if self.halt or not live:
+                return
+            step(sync_pass, live, outcome)
 
     def prepare(self, sync_pass, item, outcome):
         record, link = item.record, item.link
@@ -711,6 +788,8 @@ class RunExecutor:
         unlinked = [item for item in items if item.far_id is None]
         if unlinked and sync_pass.match_keys:
             self.lookup(sync_pass, unlinked, outcome)
+            if self.halt:
+                return
         claimed = {}
         for item in items:
             if item.done:
@@ -754,8 +833,9 @@ class RunExecutor:
             try:
                 found = sync_pass.far.find(sync_pass.far_object, far_field, sorted(values, key=str))
             except ConnectorError as exc:
-                for item in pending:
-                    outcome.fail(item, [exc])
+                if not self.call_failed(exc, sync_pass.far_connection):
+                    for item in pending:
+                        outcome.fail(item, [exc])
                 return
             linked_elsewhere = self.far_ids_linked(sync_pass, [r.id for rs in found.values() for r in rs])
             still_pending = []
@@ -817,8 +897,9 @@ class RunExecutor:
         try:
             current = sync_pass.far.fetch(sync_pass.far_object, missing) if missing else {}
         except ConnectorError as exc:
-            for item in candidates:
-                outcome.fail(item, [exc])
+            if not self.call_failed(exc, sync_pass.far_connection):
+                for item in candidates:
+                    outcome.fail(item, [exc])
             return
         for item in candidates:
             far_record = item.far_record or current.get(item.far_id)
@@ -844,8 +925,9 @@ class RunExecutor:
         try:
             current = sync_pass.far.fetch(sync_pass.far_object, [item.far_id for item in linked])
         except ConnectorError as exc:
-            for item in linked:
-                outcome.fail(item, [exc])
+            if not self.call_failed(exc, sync_pass.far_connection):
+                for item in linked:
+                    outcome.fail(item, [exc])
             return
         policy = self.mapping.conflict_policy
         for item in linked:
@@ -892,6 +974,8 @@ class RunExecutor:
         for item, result in self.write_call(sync_pass, items, outcome):
             if result.ok:
                 outcome.succeeded(item, result)
+            elif self.call_failed(result.error, sync_pass.far_connection):
+                continue  # left untried: the run halts
             elif (result.error.category == ErrorCategory.DUPLICATE and item.action == WriteAction.CREATE
                   and sync_pass.match_keys):
                 retry_duplicates.append((item, result.error))
@@ -907,6 +991,8 @@ class RunExecutor:
             for item in dup_items:
                 item.far_id = None
             self.lookup(sync_pass, dup_items, outcome)
+            if self.halt:
+                return
             for item, error in retry_duplicates:
                 if item.done:
                     continue
@@ -921,34 +1007,94 @@ class RunExecutor:
         for item, result in self.write_call(sync_pass, second_round, outcome):
             if result.ok:
                 outcome.succeeded(item, result)
-            else:
+            elif not self.call_failed(result.error, sync_pass.far_connection):
                 outcome.fail(item, [result.error])
 
     def write_call(self, sync_pass, items, outcome):
-        if not items:
-            return []
-        operations = [
-            WriteOperation(ref=item.record.id, action=item.action, data=item.payload, target_id=item.far_id)
-            for item in items
-        ]
-        self.heartbeat(batch=outcome.batch, force=False)
-        try:
-            results = sync_pass.far.write(sync_pass.far_object, operations)
-        except ConnectorError as exc:
-            for item in items:
-                outcome.fail(item, [exc])
-            return []
-        by_ref = {result.ref: result for result in results}
-        pairs = []
-        for item in items:
-            result = by_ref.get(item.record.id)
-            if result is None:
-                # Never lose a record silently: a connector that forgot one answers for it as an error.
-                outcome.fail(item, [ConnectorError(ErrorCategory.UNKNOWN, "The target did not report on this record",
-                                                   code="missing_result")])
-            else:
-                pairs.append((item, result))
+        """Write `items` in as few calls as the target allows; (item, result) for every record it answered for.
+
+        A call that fails as a whole on a transient error (or on a validation error of the whole batch) does not
+        sink every record of it: its halves are sent again, down to single records, so the failures that remain
+        are the records' own. Retry-After is waited for (up to RESYNC_INLINE_RETRY_AFTER_MAX seconds); after
+        MAX_FAILED_CALLS_IN_A_ROW failed calls the target is taken to be down and the rest fail at once, to be
+        retried later. A create that may have been carried out before the failure is looked up by the match keys
+        before it is sent again, and not sent again when there are none: RecordLink cannot see what a lost
+        answer created.
+        """
+        pairs, groups, failed_in_a_row = [], [list(items)] if items else [], 0
+        while groups and not self.halt:
+            group = [item for item in groups.pop(0) if not item.done]
+            if not group:
+                continue
+            operations = [
+                WriteOperation(ref=item.record.id, action=item.action, data=item.payload, target_id=item.far_id)
+                for item in group
+            ]
+            self.heartbeat(batch=outcome.batch, force=False)
+            try:
+                results = sync_pass.far.write(sync_pass.far_object, operations)
+            except ConnectorError as exc:
+                if self.call_failed(exc, sync_pass.far_connection):
+                    break
+                failed_in_a_row += 1
+                if not self.worth_splitting(exc, group):
+                    outcome.fail_all(group, exc)
+                    continue
+                if failed_in_a_row >= MAX_FAILED_CALLS_IN_A_ROW or not self.wait_for_retry_after(exc, outcome):
+                    for rest in (group, *groups):
+                        outcome.fail_all(rest, exc)
+                    break
+                if exc.may_have_applied:
+                    self.find_lost_creates(sync_pass, group, exc, outcome)
+                group = [item for item in group if not item.done]
+                half = (len(group) + 1) // 2
+                groups[:0] = [part for part in (group[:half], group[half:]) if part]
+                continue
+            failed_in_a_row = 0
+            by_ref = {result.ref: result for result in results}
+            for item in group:
+                result = by_ref.get(item.record.id)
+                if result is None:
+                    # Never lose a record silently: a connector that forgot one answers for it as an error.
+                    outcome.fail(item, [ConnectorError(ErrorCategory.UNKNOWN, "The target did not report on "
+                                                       "this record", code="missing_result")])
+                else:
+                    pairs.append((item, result))
         return pairs
+
+    @staticmethod
+    def worth_splitting(exc, group):
+        """A smaller call may get through: the failure was transient, or the target refused the whole batch
+        for what may be one record's data."""
+        if len(group) == 1:
+            return False
+        return exc.retryable or exc.category in (ErrorCategory.VALIDATION, ErrorCategory.DUPLICATE)
+
+    def wait_for_retry_after(self, exc, outcome):
+        """Wait as long as the target asked before the next call; False when that is longer than a worker
+        should sleep (the retry scheduler then waits instead)."""
+        if not exc.retry_after:
+            return True
+        if exc.retry_after > settings.RESYNC_INLINE_RETRY_AFTER_MAX:
+            return False
+        deadline = time.monotonic() + float(exc.retry_after)
+        while (left := deadline - time.monotonic()) > 0:
+            self.sleep(min(left, HEARTBEAT_EVERY))
+            self.heartbeat(batch=outcome.batch, force=False)
+        return True
+
+    def find_lost_creates(self, sync_pass, group, exc, outcome):
+        """Creates of a call that may have been carried out: look them up before sending them again."""
+        creates = [item for item in group if item.action == WriteAction.CREATE]
+        if not creates:
+            return
+        if not sync_pass.match_keys:
+            outcome.fail_all(creates, exc)
+            return
+        self.lookup(sync_pass, creates, outcome)
+        for item in creates:
+            if not item.done and item.far_id is not None:
+                item.action = WriteAction.UPDATE
 
     # errors and finish ---------------------------------------------------------------------------------------------
 
@@ -994,6 +1140,7 @@ class RunExecutor:
             fingerprint=error_fingerprint(mapping_id=mapping.pk, category=exc.category.value, code=exc.code,
                                           field=exc.field),
             first_seen_at=now,
+            origin_run=self.run,
         )
 
     def route(self, error, *, forced=False):
@@ -1004,6 +1151,9 @@ class RunExecutor:
 
     def system_error(self, exc):
         self.run.system_error = exc.message
+        if self.halt is not None and not self.dry_run:
+            # The same flag a failed check sets: schedules and retries stop until someone reconnects.
+            connection_needs_reauth(connection=self.halt[1], error=exc)
         if self.dry_run:
             self.plan.append({"action": "failed", "errors": [exc.message], "category": exc.category.value})
         else:
@@ -1052,10 +1202,12 @@ class RunExecutor:
         with transaction.atomic():
             if not self.dry_run and not run.system_error:
                 # This run got past the connection checks: earlier system errors of the mapping are over.
-                RecordError.objects.filter(
+                over = RecordError.objects.filter(
                     mapping=self.mapping, level=ErrorLevel.SYSTEM, status__in=UNRESOLVED_ERROR_STATUSES
-                ).exclude(run=run).update(status=ErrorStatus.RESOLVED, resolution=Resolution.FIXED,
-                                          resolved_at=run.finished_at, updated_at=run.finished_at)
+                ).exclude(run=run)
+                self.touch_runs(over)
+                over.update(status=ErrorStatus.RESOLVED, resolution=Resolution.FIXED,
+                            resolved_at=run.finished_at, updated_at=run.finished_at)
             if moves_cursor:
                 mapping = Mapping.objects.select_for_update().get(pk=self.mapping.pk)
                 update = ["last_successful_sync_at", "updated_at"]
@@ -1073,7 +1225,12 @@ class RunExecutor:
             run_id=run.pk, mapping=self.mapping.name, status=run.status, counts=run.counts(),
             sync_target=self.mapping.target_connection.name,
         )
-        sync_run_after_finish(run)
+        sync_run_after_finish(run, touched_runs=self.touched_runs)
+
+    def touch_runs(self, errors):
+        """Remember the runs of errors this run is about to close, so their chains are re-evaluated."""
+        for run_id, origin_id in errors.values_list("run_id", "origin_run_id"):
+            self.touched_runs.update({run_id, origin_id})
 
 
 def _credential_values(mapping):
@@ -1140,6 +1297,17 @@ class BatchOutcome:
         self.counts["skipped"] += 1
         self.executor.record_plan(item, "skipped")
 
+    def untried(self, items):
+        """Records a halted run did not get to: no error (they are read again), counted as skipped."""
+        for item in items:
+            if not item.done:
+                self.skip(item)
+
+    def fail_all(self, items, exc):
+        for item in items:
+            if not item.done:
+                self.fail(item, [exc])
+
     def unchanged(self, item, near_hash=None):
         item.done = True
         self.counts["unchanged"] += 1
@@ -1205,8 +1373,13 @@ class BatchOutcome:
                 self._supersede_and_resolve(now)
                 for error in self.errors:
                     if error.level == ErrorLevel.RECORD:
-                        error.attempts, first_seen = self.previous.get(error.source_record_id, (0, None))
-                        error.first_seen_at = first_seen or error.first_seen_at
+                        earlier = self.previous.get(error.source_record_id)
+                        if earlier is not None:
+                            error.attempts = earlier.attempts
+                            error.first_seen_at = earlier.first_seen_at
+                            error.origin_run_id = earlier.origin_run_id
+                            if error.edited_payload is None:
+                                error.edited_payload, error.edited_at = earlier.edited_payload, earlier.edited_at
                         executor.route(error, forced=getattr(error, "forced_status", False))
                 # Test runs keep their errors in the plan only: they must not reach the dashboard or analytics.
                 RecordError.objects.bulk_create(self.errors)
@@ -1233,7 +1406,11 @@ class BatchOutcome:
                 )
 
     def _supersede_and_resolve(self, now):
-        """Close the earlier unresolved errors of the records this batch settled, carrying attempts forward."""
+        """Close the earlier unresolved errors of the records this batch settled.
+
+        A record that failed again takes over its earlier error's history (self.previous): the attempts (one
+        more if this run retried it), when it first failed and in which run, and an operator's correction.
+        """
         executor = self.executor
         touched = set(self.succeeded_ids) | set(self.failed_ids)
         self.previous = {}
@@ -1243,27 +1420,38 @@ class BatchOutcome:
             mapping=executor.mapping, direction=self.sync_pass.direction, source_record_id__in=touched,
             level=ErrorLevel.RECORD, status__in=UNRESOLVED_ERROR_STATUSES,
         ).exclude(run=executor.run)
-        rows = list(earlier.values("pk", "source_record_id", "attempts", "status", "first_seen_at"))
-        # A retry or replay that fails again counts as one more attempt of the error it retried.
-        bump = 1 if executor.run.trigger in (Trigger.RETRY, Trigger.REPLAY) else 0
+        rows = list(earlier.order_by("first_seen_at", "pk").only(
+            "pk", "run_id", "origin_run_id", "source_record_id", "attempts", "status", "first_seen_at",
+            "edited_payload", "edited_at",
+        ))
+        failed = set(self.failed_ids)
+        direction = self.sync_pass.direction
         for row in rows:
-            if row["source_record_id"] in self.failed_ids:
-                attempts, first_seen = self.previous.get(row["source_record_id"], (0, row["first_seen_at"]))
-                self.previous[row["source_record_id"]] = (
-                    max(attempts, row["attempts"] + bump), min(first_seen, row["first_seen_at"])
-                )
+            executor.touched_runs.update({row.run_id, row.origin_run_id})
+            if row.source_record_id not in failed:
+                continue
+            # One open error per record; should there be several, the oldest is its history.
+            history = self.previous.setdefault(row.source_record_id, RecordError(
+                attempts=0, first_seen_at=row.first_seen_at, origin_run_id=row.origin_run_id or row.run_id,
+            ))
+            # Only a record this run retried used up an attempt; a run that merely read it again did not.
+            tried = 1 if (direction, row.source_record_id) in executor.retried else 0
+            history.attempts = max(history.attempts, row.attempts + tried)
+            if row.edited_payload is not None and (history.edited_at is None or
+                                                   (row.edited_at and row.edited_at > history.edited_at)):
+                history.edited_payload, history.edited_at = row.edited_payload, row.edited_at
         succeeded = set(self.succeeded_ids)
         chosen = executor.run.options.get("resolution")
-        auto = [r["pk"] for r in rows if r["source_record_id"] in succeeded
-                and (chosen or r["status"] in (ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING))]
-        fixed = [r["pk"] for r in rows if r["source_record_id"] in succeeded and r["pk"] not in set(auto)]
-        superseded = [r["pk"] for r in rows if r["source_record_id"] not in succeeded]
+        auto = [r.pk for r in rows if r.source_record_id in succeeded
+                and (chosen or r.status in (ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING))]
+        fixed = [r.pk for r in rows if r.source_record_id in succeeded and r.pk not in set(auto)]
+        superseded = [r.pk for r in rows if r.source_record_id not in succeeded]
         for pks, resolution in ((auto, chosen or Resolution.AUTO_RETRY), (fixed, Resolution.FIXED),
                                 (superseded, Resolution.SUPERSEDED)):
             if pks:
                 RecordError.objects.filter(pk__in=pks).update(
                     status=ErrorStatus.RESOLVED, resolution=resolution, resolved_at=now, next_retry_at=None,
-                    updated_at=now,
+                    claim_token=None, updated_at=now,
                 )
 
     def _save_links(self):

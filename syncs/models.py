@@ -203,8 +203,15 @@ class RecordError(TenantModel):
     # Set by the one caller whose conditional update claimed this error for a retry (see syncs.retries).
     claim_token = models.UUIDField(null=True, blank=True, db_index=True)
     last_retried_at = models.DateTimeField(null=True, blank=True)
-    # The transformed record as corrected by an operator in the review queue; a retry writes it as is.
+    # The transformed record as corrected by an operator in the review queue; a retry writes it as is. It moves
+    # to the record's next error when a retry fails again, until the record syncs or a newer edit replaces it.
     edited_payload = models.JSONField(null=True, blank=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    # The run where this record (or page) first failed, carried forward like first_seen_at: that run is not
+    # recovered while the failure lives on in a later run's error.
+    origin_run = models.ForeignKey(
+        SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="originated_errors"
+    )
     fingerprint = models.CharField(max_length=40, db_index=True)
     # When this record first failed: carried forward when a later run's error supersedes this one, so
     # resolution time counts from the first failure, not the last.
@@ -271,3 +278,39 @@ class RecordLink(TenantModel):
 
     def __str__(self):
         return f"{self.source_record_id} → {self.target_record_id or '?'} ({self.status})"
+
+
+class GroupRetryStatus(models.TextChoices):
+    PROBING = "probing", "Retrying one record first"
+    RETRIED = "retried", "The rest retried"
+    STOPPED = "stopped", "Stopped: the first record still fails"
+
+
+class ErrorGroupRetry(TenantModel):
+    """A retry of an error group: one record (the probe) first, the rest of the group once it has synced.
+
+    The probe may succeed in the run that retried it or in any later one (an automated replay, a scheduled
+    retry), so the group's state lives here rather than in the probe run's options.
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    mapping = models.ForeignKey("mappings.Mapping", on_delete=models.CASCADE, related_name="group_retries")
+    fingerprint = models.CharField(max_length=40)
+    direction = models.CharField(max_length=10, default="forward")
+    probe_record_id = models.CharField(max_length=255)
+    probe_error = models.ForeignKey(RecordError, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=GroupRetryStatus.choices, default=GroupRetryStatus.PROBING)
+    reason = models.TextField(blank=True, default="", help_text="Why the group retry stopped.")
+    retried = models.PositiveIntegerField(default=0, help_text="Errors of the group retried after the probe.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["mapping", "status"], name="group_retry_mapping_status_idx"),
+            models.Index(fields=["organization", "fingerprint", "-created_at"], name="group_retry_fingerprint_idx"),
+        ]
+
+    def __str__(self):
+        return f"Group retry {self.fingerprint[:8]} ({self.status})"

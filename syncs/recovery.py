@@ -1,21 +1,24 @@
-"""What follows a finished run: the next queued run of its mapping, its chain's status, automated replay, the
-continuation of a group retry and auto-pause. The engine calls `sync_run_after_finish` once per finished run."""
+"""What follows a finished run: its claims, the chains it settled, automated replay, group retries waiting on
+it, the retries it kept waiting, the next queued run of its mapping and auto-pause. The engine calls
+`sync_run_after_finish` once per finished run."""
 
-from syncs.chains import chain_refresh_status, roots_touched
-from syncs.groups import group_retry_continue
+from syncs.chains import chains_settle
+from syncs.groups import group_retries_advance
 from syncs.pause import pause_after_failed_runs
-from syncs.retries import automated_replay, release_unprocessed
-from syncs.services import sync_run_start_next_queued
+from syncs.retries import automated_replay, retries_sweep
+from syncs.services import sync_run_release_claims, sync_run_start_next_queued
 
 
-def sync_run_after_finish(run):
-    """What follows a finished run: the chain's status, automated replay, group retries, auto-pause."""
+def sync_run_after_finish(run, *, touched_runs=()):
+    """`touched_runs` are the runs whose errors this run resolved or superseded."""
     if run.is_test:
         return
-    release_unprocessed(run)
-    sync_run_start_next_queued(run)
-    for root in roots_touched(run):
-        chain_refresh_status(root)
+    sync_run_release_claims(run)
+    chains_settle(run_ids={run.pk, *touched_runs})
     automated_replay(run)
-    group_retry_continue(run)
+    # After the replay: a probe it has just claimed is on its way, not failed.
+    group_retries_advance(mapping=run.mapping)
+    # Retries that came due while this run held the mapping go now rather than at the sweeper's next tick.
+    retries_sweep(mapping=run.mapping)
+    sync_run_start_next_queued(run)
     pause_after_failed_runs(run)

@@ -14,11 +14,12 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from integrations.errors import ErrorCategory
 from integrations.models import ConnectionStatus
 from mappings.models import Mapping
 from syncs.events import log_event
 from syncs.models import ErrorLevel, ErrorStatus, RecordError, Resolution, RunStatus, SyncRun, Trigger
-from syncs.policy import error_routing
+from syncs.policy import retry_policy
 from syncs.services import sync_run_queue
 
 RETRY_RESOLUTIONS = (Resolution.AUTO_RETRY, Resolution.REPLAY, Resolution.MANUAL_RETRY, Resolution.BULK_RETRY)
@@ -148,14 +149,23 @@ def error_retry(*, error, force=False):
     return summary
 
 
-def retries_sweep(*, now=None):
-    """The periodic sweeper: gather due errors (next_retry_at passed) into one retry run per mapping."""
+def retries_sweep(*, now=None, mapping=None):
+    """The periodic sweeper: gather due errors (next_retry_at passed) into one retry run per mapping.
+
+    Only mappings that can run now take part: active, both connections active, and no run of theirs queued or
+    running. Their due errors stay scheduled until then, so a claimed error is never left waiting behind
+    another run. `mapping` limits the sweep to one mapping (when a run of it has just finished).
+    """
     now = now or timezone.now()
     due = RecordError.objects.filter(
         status=ErrorStatus.RETRY_SCHEDULED, next_retry_at__lte=now, mapping__is_active=True,
         mapping__source_connection__status=ConnectionStatus.ACTIVE,
         mapping__target_connection__status=ConnectionStatus.ACTIVE,
     ).filter(Q(retry_after_until__isnull=True) | Q(retry_after_until__lte=now))
+    if mapping is not None:
+        due = due.filter(mapping=mapping)
+    busy = SyncRun.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False)
+    due = due.exclude(mapping_id__in=busy.values("mapping_id"))
     with transaction.atomic():
         claimed = claim_errors(due, now=now)
         runs = queue_replays(claimed, trigger=Trigger.RETRY, resolution=Resolution.AUTO_RETRY)
@@ -164,7 +174,26 @@ def retries_sweep(*, now=None):
     return runs
 
 
+def automatic_retry_allowed(mapping):
+    """The errors of `mapping` an automatic path may retry: those its retry policy retries, with attempts left.
+
+    Durable errors (validation, mapping, duplicate...) are never replayed automatically: the same record would
+    fail the same way until something changes, and what changes it (a mapping fix, an edit, a fix at the
+    source) comes with its own retry.
+    """
+    allowed = Q(pk__in=[])
+    for category in ErrorCategory:
+        for retryable in (True, False):
+            policy = retry_policy(mapping, category, retryable=retryable)
+            if policy.retry and policy.attempts > 0:
+                allowed |= Q(category=category, retryable=retryable, attempts__lt=policy.attempts)
+    return allowed
+
+
 def automated_replay(run):
+    """Replay the failed records of a finished run at once (seed 003's automated replay), within the same retry
+    budget as every other retry: only errors the policy retries and that have attempts left, and at most
+    `replay_attempts` replays in one chain."""
     mapping = run.mapping
     if not mapping.automated_replay or not run.failed or run.status == RunStatus.CANCELED:
         return None
@@ -172,22 +201,10 @@ def automated_replay(run):
     replays = SyncRun.objects.filter(root=root, trigger=Trigger.REPLAY).count()
     if replays >= mapping.replay_attempts:
         return None
-    failures = RecordError.objects.filter(run=run, level=ErrorLevel.RECORD, status__in=CLAIMABLE_STATUSES)
+    failures = RecordError.objects.filter(
+        run=run, level=ErrorLevel.RECORD, status__in=(ErrorStatus.OPEN, ErrorStatus.RETRY_SCHEDULED)
+    ).filter(automatic_retry_allowed(mapping))
     with transaction.atomic():
         claimed = claim_errors(failures, now=timezone.now())
         runs = queue_replays(claimed, trigger=Trigger.REPLAY, resolution=Resolution.REPLAY, parent=run)
     return runs[0] if runs else None
-
-
-def release_unprocessed(run):
-    """Claimed errors the run never reached (a system error, a fail-fast stop) go back to their queue."""
-    error_ids = run.options.get("errors") or []
-    if not error_ids:
-        return
-    now = timezone.now()
-    for error in RecordError.objects.filter(pk__in=error_ids, status=ErrorStatus.RETRYING).select_related("mapping"):
-        error.attempts += 1 if run.trigger in (Trigger.RETRY, Trigger.REPLAY) else 0
-        error.status, error.next_retry_at = error_routing(mapping=error.mapping, error=error, now=now)
-        error.claim_token = None
-        error.save(update_fields=["attempts", "status", "next_retry_at", "claim_token", "updated_at"])
-

@@ -1,13 +1,28 @@
 """The review queue and closing errors by hand: correct a record and retry it, ignore it with a reason, or
-resolve it."""
+resolve it; one error at a time or in bulk (by ids or by the errors list's filter)."""
+
+import uuid
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from integrations.errors import ConnectorError
 from integrations.services import connector_for
+from mappings.models import Mapping
 from mappings.validation import validate_payload
-from syncs.models import ErrorLevel, ErrorStatus, LinkStatus, RecordError, RecordLink, Resolution
+from syncs.chains import errors_settle
+from syncs.events import log_event
+from syncs.groups import group_retries_advance
+from syncs.models import (
+    UNRESOLVED_ERROR_STATUSES,
+    ErrorLevel,
+    ErrorStatus,
+    LinkStatus,
+    RecordError,
+    RecordLink,
+    Resolution,
+)
 from syncs.retries import errors_retry
 
 
@@ -39,33 +54,75 @@ def error_edit_and_retry(*, error, payload, force=False):
     result = validate_payload(payload, schema, auto_fix=False, phone_country=mapping.default_phone_country)
     if result.errors:
         raise ValidationError({problem.field or "payload": problem.message for problem in result.errors})
-    error.edited_payload = result.payload
-    error.save(update_fields=["edited_payload", "updated_at"])
+    error.edited_payload, error.edited_at = result.payload, timezone.now()
+    error.save(update_fields=["edited_payload", "edited_at", "updated_at"])
     return errors_retry(organization=error.organization, error_ids=[error.pk], resolution=Resolution.FIXED,
                         force=force)
 
 
 def error_ignore(*, error, reason):
-    reason = (reason or "").strip()
-    if not reason:
-        raise ValidationError({"reason": "Say why this record is ignored."})
-    _close(error, status=ErrorStatus.IGNORED, resolution=Resolution.IGNORED, note=reason)
-    RecordLink.objects.filter(mapping=error.mapping, source_record_id=error.source_record_id,
-                              status=LinkStatus.FAILED).update(status=LinkStatus.IGNORED)
+    """Close one error on purpose, with the reason shown to operators."""
+    _close_one(error, status=ErrorStatus.IGNORED, note=reason)
 
 
 def error_resolve(*, error, note=""):
-    _close(error, status=ErrorStatus.RESOLVED, resolution=Resolution.FIXED, note=note)
+    """Close one error as fixed by hand (in the target, say), with an optional note."""
+    _close_one(error, status=ErrorStatus.RESOLVED, note=note)
 
 
-def _close(error, *, status, resolution, note):
-    if error.is_resolved:
+def _close_one(error, *, status, note):
+    summary = errors_close(organization=error.organization, error_ids=[error.pk], status=status, note=note)
+    if not summary["closed"]:
         raise ValidationError("This error is already resolved.", code="already_resolved")
-    now = timezone.now()
-    error.status, error.resolution, error.resolved_at = status, resolution, now
-    error.resolution_note = note
-    # Closed by a person even while a retry has it: the replay then leaves this error alone.
-    error.next_retry_at, error.claim_token = None, None
-    error.save(update_fields=["status", "resolution", "resolved_at", "resolution_note", "next_retry_at",
-                              "claim_token", "updated_at"])
+    error.refresh_from_db()
 
+
+def errors_close(*, organization, status, note="", queryset=None, error_ids=None):
+    """Ignore (status ignored, with a reason) or resolve (status resolved) errors by ids or every error of
+    `queryset`, set-based and safe under concurrency: of two overlapping calls each error is closed by one.
+
+    Closed even while a retry has it: the replay then leaves it alone. Ignored records' links say so, the
+    chains the errors belong to settle, and group retries waiting on them move on. Returns
+    {"closed": n, "skipped": {"already_resolved": n}}.
+    """
+    note = (note or "").strip()
+    if status == ErrorStatus.IGNORED and not note:
+        raise ValidationError({"reason": "Say why these records are ignored."})
+    if status not in (ErrorStatus.IGNORED, ErrorStatus.RESOLVED):
+        raise ValueError(f"Errors are closed as ignored or resolved, not {status}")
+    resolution = Resolution.IGNORED if status == ErrorStatus.IGNORED else Resolution.FIXED
+    candidates = RecordError.objects.for_org(organization)
+    if queryset is not None:
+        candidates = candidates.filter(pk__in=queryset.values("pk"))
+    if error_ids is not None:
+        candidates = candidates.filter(pk__in=list(error_ids))
+    total = candidates.count()
+    now, token = timezone.now(), uuid.uuid4()
+    with transaction.atomic():
+        candidates.filter(status__in=UNRESOLVED_ERROR_STATUSES).update(
+            status=status, resolution=resolution, resolved_at=now, resolution_note=note[:2000],
+            next_retry_at=None, claim_token=token, updated_at=now,
+        )
+        closed = RecordError.objects.filter(claim_token=token, status=status)
+        count = closed.count()
+        if status == ErrorStatus.IGNORED:
+            _links_ignored(closed)
+    errors_settle(closed)
+    for mapping in Mapping.objects.filter(pk__in=closed.values("mapping_id")):
+        group_retries_advance(mapping=mapping)
+    closed.update(claim_token=None)
+    skipped = {"already_resolved": total - count} if total > count else {}
+    log_event("errors_closed", organization=organization.slug, status=status, closed=count, skipped=skipped)
+    return {"closed": count, "skipped": skipped}
+
+
+def _links_ignored(errors):
+    """The per-record status of ignored records: ignored, not failed (they no longer count as unsynced)."""
+    for direction, column in (("forward", "source_record_id"), ("reverse", "target_record_id")):
+        rows = errors.filter(level=ErrorLevel.RECORD, direction=direction).values_list("mapping_id", "source_record_id")
+        by_mapping = {}
+        for mapping_id, record_id in rows:
+            by_mapping.setdefault(mapping_id, []).append(record_id)
+        for mapping_id, record_ids in by_mapping.items():
+            RecordLink.objects.filter(mapping_id=mapping_id, status=LinkStatus.FAILED,
+                                      **{f"{column}__in": record_ids}).update(status=LinkStatus.IGNORED)

@@ -1,9 +1,16 @@
 """Service functions for runs: what the CLI, the admin, schedules and (later) the API call."""
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
 from django_q.tasks import async_task
 
-from syncs.models import RunStatus, SyncRun, Trigger
+from integrations.models import ConnectionStatus
+from mappings.models import Mapping
+from syncs.events import log_event
+from syncs.models import ErrorLevel, ErrorStatus, RecordError, RunStatus, SyncRun, Trigger
+from syncs.policy import error_routing
 
 
 def sync_run_queue(*, mapping, trigger=Trigger.MANUAL, parent=None, is_test=False, options=None, enqueue=True):
@@ -47,8 +54,6 @@ def mapping_active_run(mapping):
 
 def mapping_can_run_on_schedule(mapping):
     """Schedules stop while the mapping is paused or a connection needs attention (e.g. reauthentication)."""
-    from integrations.models import ConnectionStatus
-
     return mapping.is_active and all(
         connection.status == ConnectionStatus.ACTIVE
         for connection in (mapping.source_connection, mapping.target_connection)
@@ -57,7 +62,6 @@ def mapping_can_run_on_schedule(mapping):
 
 def sync_runs_queue_for_org(*, organization, mapping_ids=None, trigger=Trigger.MANUAL, enqueue=True):
     """Queue a run of every active mapping of the organization (or of the given ones)."""
-    from mappings.models import Mapping
 
     mappings = Mapping.objects.for_org(organization).filter(is_active=True).order_by("pk")
     if mapping_ids:
@@ -67,10 +71,6 @@ def sync_runs_queue_for_org(*, organization, mapping_ids=None, trigger=Trigger.M
 
 def sync_run_summary(run):
     """The run as the CLI and logs report it: id, mapping, status, counts and errors by category."""
-    from django.db.models import Count
-
-    from syncs.models import ErrorLevel
-
     by_category = dict(
         run.record_errors.filter(level__in=(ErrorLevel.SYSTEM, ErrorLevel.BATCH, ErrorLevel.RECORD))
         .values_list("category")
@@ -97,13 +97,6 @@ def sync_run_cancel(*, run):
     running run is marked canceled and its worker stops before the next batch (what it wrote stays written,
     RecordLink remembers it); the engine then hands back what it did not reach.
     """
-    from django.core.exceptions import ValidationError
-    from django.utils import timezone
-
-    from syncs.events import log_event
-    from syncs.models import ErrorStatus, RecordError
-    from syncs.policy import error_routing
-
     now = timezone.now()
     canceled = SyncRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
         status=RunStatus.CANCELED, finished_at=now
@@ -117,12 +110,7 @@ def sync_run_cancel(*, run):
     run.refresh_from_db()
     if not canceled:
         raise ValidationError("This run has already finished.", code="run_finished")
-    # Not an attempt: the retry never ran, so the error keeps its attempt count and gets its schedule back.
-    claimed = RecordError.objects.filter(pk__in=run.options.get("errors") or [], status=ErrorStatus.RETRYING)
-    for error in claimed.select_related("mapping"):
-        error.status, error.next_retry_at = error_routing(mapping=error.mapping, error=error, now=now)
-        error.claim_token = None
-        error.save(update_fields=["status", "next_retry_at", "claim_token", "updated_at"])
+    sync_run_release_claims(run)
     log_event("run_canceled", run_id=run.pk, mapping_id=run.mapping_id)
     return run
 
@@ -133,3 +121,16 @@ def sync_run_start_next_queued(run):
         pk=run.pk).order_by("pk").values_list("pk", flat=True).first()
     if waiting is not None:
         transaction.on_commit(lambda: async_task("syncs.tasks.run_sync", waiting, task_name=f"sync-run-{waiting}"))
+
+
+def sync_run_release_claims(run):
+    """Errors the run had claimed for a retry but never reached (a system error, a fail-fast stop, a cancel) go
+    back to their queue. Not an attempt: the record was not tried, so its attempts stay as they were."""
+    error_ids = run.options.get("errors") or []
+    if not error_ids:
+        return
+    now = timezone.now()
+    for error in RecordError.objects.filter(pk__in=error_ids, status=ErrorStatus.RETRYING).select_related("mapping"):
+        error.status, error.next_retry_at = error_routing(mapping=error.mapping, error=error, now=now)
+        error.claim_token = None
+        error.save(update_fields=["status", "next_retry_at", "claim_token", "updated_at"])

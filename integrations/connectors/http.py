@@ -50,6 +50,10 @@ STATUS_CATEGORIES = {
     504: ErrorCategory.CONNECTION,
 }
 
+# Answers after which the target may have carried out the request: a 500 may come after the write, and a gateway
+# (502, 504) may have passed it on before giving up. A 503, a 429 or a 4xx says the request was not carried out.
+MAY_HAVE_APPLIED_STATUSES = {500, 502, 504}
+
 # Codes in a body that decide the category whatever the status: seed 001's RETRY_LATER arrives as a 500, and
 # OAuth token endpoints answer an expired or revoked refresh token with 400 invalid_grant.
 BODY_CODE_CATEGORIES = {
@@ -184,7 +188,8 @@ def classify_response(status_code, headers=None, body=None, *, reason=None, secr
 
     code = _first_text(sources, CODE_KEYS) or _first_text([first_entry], CODE_KEYS)
     problem_type = _first_text(sources, ("type",))
-    if problem_type.endswith(RETRY_LATER_TYPE_SUFFIX):
+    retry_later = problem_type.endswith(RETRY_LATER_TYPE_SUFFIX)
+    if retry_later:
         category, retryable = BODY_CODE_CATEGORIES["RETRY_LATER"]
         code = code or "RETRY_LATER"
     for source in sources:
@@ -192,6 +197,7 @@ def classify_response(status_code, headers=None, body=None, *, reason=None, secr
             value = source.get(key)
             if isinstance(value, str) and value in BODY_CODE_CATEGORIES:
                 category, retryable = BODY_CODE_CATEGORIES[value]
+                retry_later = retry_later or value == "RETRY_LATER"
     for source in sources:
         if isinstance(source.get("retryable"), bool):
             retryable = source["retryable"]
@@ -212,9 +218,12 @@ def classify_response(status_code, headers=None, body=None, *, reason=None, secr
         if retry_after is None:
             retry_after = parse_retry_after(source.get("retryAfter", source.get("retry_after")))
 
+    # "Retry later" is the target saying it did not process the request, whatever the status it came with.
+    may_have_applied = status_code in MAY_HAVE_APPLIED_STATUSES and not retry_later
     return ConnectorError(
         category,
         _truncate(scrub_text(message, secrets), MAX_MESSAGE_LENGTH),
+        may_have_applied=may_have_applied,
         code=_truncate(code, 100) or f"http_{status_code}",
         detail=_truncate(scrub_text(detail, secrets), MAX_DETAIL_LENGTH),
         retryable=retryable,
@@ -271,6 +280,8 @@ EXCEPTION_TABLE = [
     ),
     (Exception, ErrorCategory.UNKNOWN, "unexpected_error", None, "Unexpected error talking to the target"),
 ]
+# Failures after the request went out: the target may have carried it out before the answer was lost.
+SENT_FAILURE_CODES = {"read_timeout", "connection_broken", "unexpected_error"}
 # A ConnectionError's text tells a DNS failure from a refusal; both stay in the connection category.
 CONNECTION_FAILURE_MARKERS = [
     (
@@ -313,7 +324,8 @@ def classify_exception(exc, *, secrets=()):
     if host:
         message = f"{message} ({host})"
     detail = _truncate(scrub_text(f"{type(exc).__name__}: {exc}", secrets), MAX_DETAIL_LENGTH)
-    return ConnectorError(category, message, code=code, detail=detail, retryable=retryable)
+    return ConnectorError(category, message, code=code, detail=detail, retryable=retryable,
+                          may_have_applied=code in SENT_FAILURE_CODES)
 
 
 class UnsafeURL(ConnectorError):

@@ -101,26 +101,19 @@ def test_a_required_field_missing_from_the_payload_is_required_missing():
     assert codes(result.errors) == [("last_name", "required_missing")]
 
 
-def test_auto_fix_fills_an_empty_required_field_with_its_default():
-    result = check({"last_name": " "}, auto_fix=True, defaults={"last_name": "Unknown"})
-    assert result.ok
-    assert result.payload["last_name"] == "Unknown"
-    [warning] = result.warnings
-    assert (warning.code, warning.original, warning.fixed) == ("default_applied", " ", "Unknown")
-    assert '"Unknown"' in warning.message
+def test_a_default_fills_an_empty_required_field_without_auto_fix():
+    # Users expect a default to fill an empty value; auto-fix is about changing values that are present.
+    for auto_fix in (False, True):
+        result = check({"last_name": " "}, auto_fix=auto_fix, defaults={"last_name": "Unknown"})
+        assert result.ok
+        assert result.payload["last_name"] == "Unknown"
+        assert result.warnings == []  # the operator's own setting, not a fix to flag
 
 
-def test_auto_fix_adds_a_required_field_missing_from_the_payload():
-    result = validate_payload({"email": "ada@example.com"}, CONTACT, auto_fix=True, defaults={"last_name": "Unknown"})
+def test_a_default_adds_a_required_field_missing_from_the_payload():
+    result = validate_payload({"email": "ada@example.com"}, CONTACT, defaults={"last_name": "Unknown"})
     assert result.ok
     assert result.payload == {"email": "ada@example.com", "last_name": "Unknown"}
-    assert codes(result.warnings) == [("last_name", "default_applied")]
-
-
-def test_defaults_are_not_used_without_auto_fix():
-    result = check({"last_name": ""}, defaults={"last_name": "Unknown"})
-    assert codes(result.errors) == [("last_name", "required_missing")]
-    assert result.payload["last_name"] == ""
 
 
 def test_an_empty_default_does_not_fill_a_required_field():
@@ -128,16 +121,19 @@ def test_an_empty_default_does_not_fill_a_required_field():
     assert codes(result.errors) == [("last_name", "required_missing")]
 
 
-def test_defaults_do_not_touch_optional_empty_fields():
-    result = check({"first_name": ""}, auto_fix=True, defaults={"first_name": "Friend"})
+def test_a_default_fills_an_optional_empty_field_too():
+    result = check({"first_name": ""}, defaults={"first_name": "Friend"})
     assert result.ok
-    assert result.payload["first_name"] == ""
-    assert result.warnings == []
+    assert result.payload["first_name"] == "Friend"
+
+
+def test_a_default_never_replaces_a_value():
+    result = check({"first_name": "Ada"}, defaults={"first_name": "Friend"})
+    assert result.payload["first_name"] == "Ada"
 
 
 def test_a_default_is_checked_like_any_value():
-    result = validate_payload({"last_name": "Lovelace"}, CONTACT, auto_fix=True, defaults={"email": "not an email"})
-    assert codes(result.warnings) == [("email", "default_applied")]
+    result = validate_payload({"last_name": "Lovelace"}, CONTACT, defaults={"email": "not an email"})
     assert codes(result.errors) == [("email", "invalid_email")]
 
 
@@ -373,7 +369,6 @@ def test_auto_fix_records_one_warning_per_fix_and_leaves_the_rest_as_errors():
     assert codes(result.warnings) == [
         ("address", "truncated"),
         ("phone", "phone_punctuation_stripped"),
-        ("last_name", "default_applied"),
     ]
     assert codes(result.errors) == [("employees", "invalid_type")]
     assert result.payload == {

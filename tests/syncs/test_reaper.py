@@ -168,10 +168,12 @@ def test_a_second_delivery_of_a_live_run_is_skipped(make_mapping):
 @time_machine.travel(T0, tick=False)
 def test_the_sweeper_takes_only_due_errors_and_waits_for_retry_after(make_mapping, make_connection):
     down = make_connection("Down CRM", faults={"operations": ["write"], "failure_rate": 1.0, "failure_kind": "503"})
-    mapping = make_mapping(target=down, error_strategy="retry", match_keys=[])
-    seed_records(mapping.source_connection, "contacts", [person(n) for n in range(3)])
-    run_mapping(mapping)
-    due, later, throttled = RecordError.objects.filter(level=ErrorLevel.RECORD).order_by("source_record_id")
+    # One mapping per error: a mapping with a retry run queued takes no more until that run has started.
+    mappings = [make_mapping(target=down, error_strategy="retry", match_keys=[]) for _ in range(3)]
+    for n, mapping in enumerate(mappings):
+        seed_records(mapping.source_connection, "contacts", [person(n)])
+        run_mapping(mapping)
+    due, later, throttled = RecordError.objects.filter(level=ErrorLevel.RECORD).order_by("mapping_id")
     now = timezone.now()
     RecordError.objects.filter(pk=due.pk).update(next_retry_at=now + timedelta(minutes=1))
     RecordError.objects.filter(pk=later.pk).update(next_retry_at=now + timedelta(minutes=10))

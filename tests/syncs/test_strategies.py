@@ -86,12 +86,13 @@ def test_a_retry_run_that_fails_again_counts_an_attempt_and_stops_after_the_last
     mapping = make_mapping(target=target, error_strategy="retry", max_retries=2, match_keys=[])
     seed_records(mapping.source_connection, "contacts", [person(1)])
     run_mapping(mapping)
+    first = RecordError.objects.filter(level=ErrorLevel.RECORD).get()
 
-    run_mapping(mapping, trigger="retry")
+    run_mapping(mapping, trigger="retry", options={"errors": [first.pk]})
     second = RecordError.objects.filter(level=ErrorLevel.RECORD).order_by("pk").last()
     assert (second.attempts, second.status) == (1, ErrorStatus.RETRY_SCHEDULED)
 
-    run_mapping(mapping, trigger="retry")
+    run_mapping(mapping, trigger="retry", options={"errors": [second.pk]})
     exhausted = RecordError.objects.filter(level=ErrorLevel.RECORD).order_by("pk").last()
     assert exhausted.attempts == 2
     assert exhausted.status == ErrorStatus.EXHAUSTED
