@@ -30,7 +30,6 @@ from integrations.services import (
     connection_check,
     connection_config_secret_keys,
     connection_describe,
-    connection_reconnect,
 )
 from integrations.webhooks import (
     webhook_endpoint_create,
@@ -38,6 +37,7 @@ from integrations.webhooks import (
     webhook_endpoint_rotate_secret,
     webhook_event_replay,
 )
+from syncs.chains import connection_reconnect_and_resume
 from syncs.models import SyncRun
 
 # Generous for a base URL and a few options; the limit keeps a row from becoming a document store.
@@ -145,6 +145,17 @@ class ConnectionSerializer(serializers.ModelSerializer):
         if "credentials" in validated_data:
             connection.credentials = validated_data.pop("credentials")
         return super().update(connection, validated_data)
+
+
+class ReconnectedConnectionSerializer(ConnectionSerializer):
+    resumed_runs = serializers.ListField(
+        child=serializers.UUIDField(), read_only=True,
+        help_text="Ids of the retries queued for runs the outage had stopped (one per mapping).",
+    )
+
+    class Meta(ConnectionSerializer.Meta):
+        fields = [*ConnectionSerializer.Meta.fields, "resumed_runs"]
+        read_only_fields = fields
 
 
 class ReconnectSerializer(serializers.Serializer):
@@ -306,11 +317,12 @@ class ConnectionViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
 
     @extend_schema(
         summary="Reconnect a connection",
-        description="Stores the new credentials if given, checks the connection and makes it active again. When "
-        "the check fails the answer is a 400 problem with the classified message (`error` holds category, code "
-        "and message); an authentication failure leaves the connection needs_reauth.",
+        description="Stores the new credentials if given, checks the connection and makes it active again, then "
+        "retries the runs its outage stopped (`resumed_runs`). When the check fails the answer is a 400 problem "
+        "with the classified message (`error` holds category, code and message); an authentication failure "
+        "leaves the connection needs_reauth.",
         request=ReconnectSerializer,
-        responses={200: ConnectionSerializer},
+        responses={200: ReconnectedConnectionSerializer},
     )
     @action(detail=True, methods=["post"])
     def reconnect(self, request, *args, **kwargs):
@@ -318,12 +330,13 @@ class ConnectionViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
         serializer = ReconnectSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            connection = connection_reconnect(
+            connection, resumed = connection_reconnect_and_resume(
                 connection=connection, credentials=serializer.validated_data.get("credentials")
             )
         except ConnectorError as exc:
             raise ConnectorProblem(400, exc, code="reconnect_failed") from None
-        return Response(ConnectionSerializer(connection, context=self.get_serializer_context()).data)
+        connection.resumed_runs = [run.code for run in resumed]
+        return Response(ReconnectedConnectionSerializer(connection, context=self.get_serializer_context()).data)
 
     @extend_schema(
         summary="Refresh a connection's schema",

@@ -56,6 +56,11 @@ class RecordErrorFilterSet(django_filters.FilterSet):
     )
     run = django_filters.ModelChoiceFilter(queryset=_organization_rows(SyncRun), to_field_name="code",
                                            help_text="The run's id.")
+    blocking = django_filters.ModelChoiceFilter(
+        queryset=_organization_rows(SyncRun), to_field_name="code",
+        help_text="A run's id: the unresolved errors that keep it from being recovered, in its retry chain or in "
+                  "the later runs its failures moved to.",
+    )
     since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte",
                               help_text="Created at or after this time (ISO 8601).")
     until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt",

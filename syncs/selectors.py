@@ -7,7 +7,8 @@ import datetime
 from django.db.models import Q
 from django.utils import timezone
 
-from syncs.models import RecordError
+from syncs.chains import run_open_failures
+from syncs.models import RecordError, SyncRun
 
 
 def record_errors_matching(
@@ -20,6 +21,7 @@ def record_errors_matching(
     mapping=None,
     target_connection=None,
     run=None,
+    blocking=None,
     since=None,
     until=None,
     search=None,
@@ -28,7 +30,8 @@ def record_errors_matching(
 
     `category`, `code` (the error code, e.g. "INVALID_EMAIL"), `level` and `status` take one value or a list of
     them (an empty list filters nothing). `mapping`, `target_connection` (the mapping's target connection) and
-    `run` take an object or its id. `since` is inclusive and `until` exclusive, both on `created_at`; a date
+    `run` take an object or its id. `blocking` (a run) keeps the unresolved errors that keep that run from being
+    recovered, wherever its failures now live (see syncs.chains). `since` is inclusive and `until` exclusive, both on `created_at`; a date
     means its midnight, and a naive date-time is read, in the current time zone. `search` is a case-insensitive
     substring of the message, the source record id or the error code.
     """
@@ -43,6 +46,10 @@ def record_errors_matching(
         errors = errors.filter(mapping__target_connection_id=_pk(target_connection))
     if run is not None:
         errors = errors.filter(run_id=_pk(run))
+    if blocking is not None:
+        if not isinstance(blocking, SyncRun):
+            blocking = SyncRun.objects.for_org(organization).get(pk=blocking)
+        errors = errors.filter(pk__in=run_open_failures(blocking).values("pk"))
     if since is not None:
         errors = errors.filter(created_at__gte=_as_datetime(since))
     if until is not None:

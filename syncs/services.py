@@ -78,10 +78,8 @@ def sync_run_summary(run):
         .order_by("category")
     )
     return {
-        "run": run.pk,
-        "code": str(run.code),
-        "mapping": run.mapping.name,
-        "mapping_id": run.mapping_id,
+        "run": str(run.code),
+        "mapping": {"id": str(run.mapping.code), "name": run.mapping.name},
         "trigger": run.trigger,
         "status": run.status,
         "counts": run.counts(),

@@ -23,11 +23,11 @@ from syncs.api.common import (
     refusals_as_conflicts,
 )
 from syncs.filtersets import RecordErrorFilterSet
-from syncs.groups import error_group_retry, error_groups
-from syncs.models import RecordError, Resolution
+from syncs.groups import error_group_retry, error_groups, group_retries_latest
+from syncs.models import ErrorGroupRetry, ErrorStatus, RecordError, Resolution
 from syncs.previews import errors_replay_preview
 from syncs.retries import error_retry, errors_retry
-from syncs.review import error_edit_and_retry, error_ignore, error_resolve, review_queue
+from syncs.review import error_edit_and_retry, error_ignore, error_resolve, errors_close, review_queue
 
 MAX_IDS = 1000
 MAX_PREVIEW_IDS = 100
@@ -64,6 +64,10 @@ class ErrorAttemptSerializer(serializers.ModelSerializer):
 
 
 class RecordErrorDetailSerializer(RecordErrorSerializer):
+    origin_run = serializers.SlugRelatedField(
+        slug_field="code", read_only=True, allow_null=True,
+        help_text="The run where this record first failed: it is not recovered while this error is open.",
+    )
     history = ErrorAttemptSerializer(
         many=True, read_only=True,
         help_text="Every error of the same record in the same mapping, oldest first (this one included).",
@@ -71,23 +75,61 @@ class RecordErrorDetailSerializer(RecordErrorSerializer):
 
     class Meta(RecordErrorSerializer.Meta):
         fields = [*RecordErrorSerializer.Meta.fields, "detail", "snapshot_before", "snapshot_after", "edited_payload",
-                  "resolution_note", "last_retried_at", "updated_at", "history"]
+                  "edited_at", "origin_run", "resolution_note", "last_retried_at", "updated_at", "history"]
         read_only_fields = fields
 
 
-class BulkRetrySerializer(ForceSerializer):
+class ErrorSelectionSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """Which errors a bulk action applies to: a list of ids, or every error matching the list's filters."""
+
     ids = serializers.ListField(child=serializers.UUIDField(), required=False, allow_empty=False, max_length=MAX_IDS,
-                                help_text="Ids of the errors to retry.")
+                                help_text="Ids of the errors.")
     filter = serializers.DictField(
         required=False,
-        help_text="Retry every error matching these filters, named as the list's query parameters: category, code, "
-                  "level, status, mapping, target_connection, run, since, until, search.",
+        help_text="Every open error matching these filters, named as the list's query parameters: category, code, "
+                  "level, status, mapping, target_connection, run, blocking, since, until, search. Needs "
+                  "all_matching.",
+    )
+    all_matching = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Confirms that the action applies to every error the filter matches (an empty filter matches "
+                  "every open error of the organization).",
     )
 
     def validate(self, attrs):
         if ("ids" in attrs) == ("filter" in attrs):
             raise serializers.ValidationError("Give either ids or filter.")
+        if "filter" in attrs and not attrs["all_matching"]:
+            raise serializers.ValidationError({"all_matching": [
+                "Set all_matching to true to act on every error the filter matches."]})
         return attrs
+
+    def selection(self, *, request, queryset):
+        """The keyword arguments of a bulk service: error_ids or queryset."""
+        if "ids" in self.validated_data:
+            return {"error_ids": errors_by_ids(request.org, self.validated_data["ids"])}
+        matching = RecordErrorFilterSet.from_body(self.validated_data["filter"], request=request, queryset=queryset)
+        return {"queryset": matching.qs}
+
+
+class BulkRetrySerializer(ErrorSelectionSerializer):
+    force = serializers.BooleanField(
+        default=False, help_text="Overwrite a target record that changed after the failure."
+    )
+
+
+class BulkIgnoreSerializer(ErrorSelectionSerializer):
+    reason = serializers.CharField(max_length=2000, help_text="Why these records are ignored.")
+
+
+class BulkResolveSerializer(ErrorSelectionSerializer):
+    note = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+
+
+class BulkCloseSummarySerializer(serializers.Serializer):
+    closed = serializers.IntegerField(read_only=True)
+    skipped = serializers.DictField(child=serializers.IntegerField(), read_only=True,
+                                    help_text="Errors left as they were, by reason: already_resolved.")
 
 
 class PreviewRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -106,6 +148,17 @@ class EditAndRetrySerializer(ForceSerializer):
     payload = serializers.DictField(help_text="The corrected record, as it should be written to the target.")
 
 
+class GroupRetryStateSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="code", read_only=True)
+    probe_error = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True,
+                                               help_text="The error of the record retried first.")
+
+    class Meta:
+        model = ErrorGroupRetry
+        fields = ["id", "status", "reason", "probe_error", "retried", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
 class ErrorGroupSerializer(serializers.Serializer):
     fingerprint = serializers.CharField(read_only=True)
     mapping = MappingRefSerializer(read_only=True)
@@ -116,9 +169,13 @@ class ErrorGroupSerializer(serializers.Serializer):
     first_seen = serializers.DateTimeField(read_only=True)
     last_seen = serializers.DateTimeField(read_only=True)
     sample = serializers.UUIDField(read_only=True, help_text="The id of the group's most recent error.")
+    last_retry = GroupRetryStateSerializer(read_only=True, allow_null=True,
+                                           help_text="The group's latest retry: waiting for its first record, the "
+                                                     "rest retried, or stopped with the reason.")
 
 
 class GroupRetrySummarySerializer(RetrySummarySerializer):
+    group_retry = GroupRetryStateSerializer(read_only=True)
     probe_error = serializers.UUIDField(read_only=True, help_text="The error retried first.")
     remaining = serializers.IntegerField(read_only=True, help_text="Errors retried once the first succeeds.")
 
@@ -186,16 +243,37 @@ class RecordErrorViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
         is not yours answers 404 and nothing is retried."""
         body = BulkRetrySerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        options = {"organization": request.org, "resolution": Resolution.BULK_RETRY,
-                   "force": body.validated_data["force"]}
-        if "ids" in body.validated_data:
-            summary = errors_retry(error_ids=errors_by_ids(request.org, body.validated_data["ids"]), **options)
-        else:
-            matching = RecordErrorFilterSet.from_body(body.validated_data["filter"], request=request,
-                                                      queryset=self.get_queryset())
-            summary = errors_retry(queryset=matching.qs, **options)
+        summary = errors_retry(organization=request.org, resolution=Resolution.BULK_RETRY,
+                               force=body.validated_data["force"],
+                               **body.selection(request=request, queryset=self.get_queryset()))
         answer = RetrySummarySerializer.answer(summary, organization=request.org)
         return Response(answer, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="Ignore errors by ids or by filter", request=BulkIgnoreSerializer,
+                   responses={200: BulkCloseSummarySerializer})
+    @action(detail=False, methods=["post"], url_path="bulk-ignore")
+    def bulk_ignore(self, request, *args, **kwargs):
+        """Close the listed errors, or every open error matching a filter, on purpose; the reason is kept on
+        each. One id that is not yours answers 404 and nothing is ignored."""
+        body = BulkIgnoreSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        summary = errors_close(organization=request.org, status=ErrorStatus.IGNORED,
+                               note=body.validated_data["reason"],
+                               **body.selection(request=request, queryset=self.get_queryset()))
+        return Response(BulkCloseSummarySerializer(summary).data)
+
+    @extend_schema(summary="Resolve errors by ids or by filter", request=BulkResolveSerializer,
+                   responses={200: BulkCloseSummarySerializer})
+    @action(detail=False, methods=["post"], url_path="bulk-resolve")
+    def bulk_resolve(self, request, *args, **kwargs):
+        """Close the listed errors, or every open error matching a filter, as fixed by hand. One id that is not
+        yours answers 404 and nothing is resolved."""
+        body = BulkResolveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        summary = errors_close(organization=request.org, status=ErrorStatus.RESOLVED,
+                               note=body.validated_data["note"],
+                               **body.selection(request=request, queryset=self.get_queryset()))
+        return Response(BulkCloseSummarySerializer(summary).data)
 
     @extend_schema(summary="Resolve an error", request=ResolveSerializer, responses={200: RecordErrorDetailSerializer})
     @action(detail=True, methods=["post"])
@@ -287,8 +365,9 @@ class ErrorGroupViewSet(TenantViewSetMixin, viewsets.GenericViewSet):
         mappings = Mapping.objects.for_org(request.org).in_bulk({row["mapping_id"] for row in page})
         samples = dict(self.get_queryset().filter(pk__in=[row["sample_id"] for row in page])
                        .values_list("pk", "code"))
+        retries = group_retries_latest(organization=request.org, fingerprints={row["fingerprint"] for row in page})
         rows = [{**row, "mapping": mappings[row["mapping_id"]], "code": row["error_code"],
-                 "sample": samples[row["sample_id"]]} for row in page]
+                 "sample": samples[row["sample_id"]], "last_retry": retries.get(row["fingerprint"])} for row in page]
         return self.get_paginated_response(ErrorGroupSerializer(rows, many=True).data)
 
     @extend_schema(summary="Retry an error group", request=None, responses={202: GroupRetrySummarySerializer})

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from accounts.api import TenantViewSetMixin
 from config.api import RecentFirstCursorPagination, RunCountsSerializer
 from syncs.api.common import ForceSerializer, MappingRefSerializer, refusals_as_conflicts
-from syncs.chains import run_and_descendants, sync_run_retry_failures
+from syncs.chains import run_and_descendants, run_recovery_summary, sync_run_retry_failures
 from syncs.filtersets import SyncRunFilterSet
 from syncs.models import SyncBatch, SyncRun
 from syncs.services import sync_run_cancel, sync_run_summary
@@ -53,6 +53,15 @@ class RunDescendantsSerializer(serializers.Serializer):
     by_status = serializers.DictField(child=serializers.IntegerField(), read_only=True)
 
 
+class RunRecoverySerializer(serializers.Serializer):
+    open_failures = serializers.IntegerField(
+        read_only=True, help_text="Unresolved errors that keep this run from being recovered; list them with the "
+                                  "errors list's blocking filter.")
+    by_status = serializers.DictField(child=serializers.IntegerField(), read_only=True)
+    by_category = serializers.DictField(child=serializers.IntegerField(), read_only=True)
+    retries_in_flight = serializers.IntegerField(read_only=True, help_text="Retries of it queued or running.")
+
+
 class SyncRunDetailSerializer(SyncRunSerializer):
     batches = SyncBatchSerializer(many=True, read_only=True)
     children = RunBriefSerializer(many=True, read_only=True, help_text="The retries of this run.")
@@ -63,8 +72,12 @@ class SyncRunDetailSerializer(SyncRunSerializer):
         help_text="System, batch and record errors of this run by category.",
     )
 
+    recovery = RunRecoverySerializer(source="recovery_summary", read_only=True,
+                                     help_text="Why the run is not (yet) recovered: what of it is still open.")
+
     class Meta(SyncRunSerializer.Meta):
-        fields = [*SyncRunSerializer.Meta.fields, "batches", "children", "descendants", "errors_by_category"]
+        fields = [*SyncRunSerializer.Meta.fields, "batches", "children", "descendants", "errors_by_category",
+                  "recovery"]
         read_only_fields = fields
 
 
@@ -101,6 +114,7 @@ class SyncRunViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveM
                          .annotate(n=Count("pk")).order_by("status"))
         run.descendants_summary = {"count": len(below), "by_status": by_status}
         run.errors_by_category = sync_run_summary(run)["errors_by_category"]
+        run.recovery_summary = run_recovery_summary(run)
         return Response(SyncRunDetailSerializer(run).data)
 
     @extend_schema(summary="Retry the failures of a run", request=ForceSerializer,

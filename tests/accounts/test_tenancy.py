@@ -81,6 +81,6 @@ def test_the_sync_command_refuses_another_organizations_mapping_id(org, other_or
 
     foreign = make_mapping(organization=other_org)
 
-    with pytest.raises(CommandError, match=f"No mapping with id {foreign.pk} in organization 'acme'"):
-        call_command("sync", "--org", org.slug, "--mapping", str(foreign.pk), "--inline")
+    with pytest.raises(CommandError, match=f"No mapping with id {foreign.code} in organization 'acme'"):
+        call_command("sync", "--org", org.slug, "--mapping", str(foreign.code), "--inline")
     assert not SyncRun.objects.exists()

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import IdempotencyRecord, TokenRole
 from integrations.connectors.sandbox import SandboxConnector, seed_records
-from syncs.models import ErrorLevel, ErrorStatus, RecordError, Resolution, SyncRun
+from syncs.models import ErrorGroupRetry, ErrorLevel, ErrorStatus, RecordError, Resolution, SyncRun
 from syncs.selectors import record_errors_matching
 from tests.api.test_foundation import assert_problem
 from tests.syncs.helpers import person, records, run_mapping
@@ -17,6 +17,11 @@ from tests.syncs.helpers import person, records, run_mapping
 pytestmark = pytest.mark.django_db
 
 MISSING = "00000000-0000-0000-0000-000000000000"
+
+
+def answer_time(moment):
+    """A datetime as DRF writes it in an answer."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def without_uuid(response):
@@ -279,8 +284,8 @@ def test_a_bulk_retry_naming_another_organizations_error_retries_nothing(api, ot
 
 
 def test_a_bulk_retry_by_filter_retries_only_the_matching_errors(api, down_mapping, review_mapping):
-    response = api.post("/api/v1/errors/bulk-retry/", {"filter": {"category": ["connection"], "status": "open"}},
-                        format="json")
+    response = api.post("/api/v1/errors/bulk-retry/", {"filter": {"category": ["connection"], "status": "open"},
+                                                        "all_matching": True}, format="json")
 
     assert response.status_code == 202, response.content
     assert response.json()["queued"] == 2
@@ -296,14 +301,17 @@ def test_a_bulk_retry_by_filter_retries_only_the_matching_errors(api, down_mappi
     ({"ids": []}, "ids"),
     ({"ids": ["not-a-uuid"]}, "ids"),
     ({"ids": "all"}, "ids"),
-    ({"filter": []}, "filter"),
-    ({"filter": {"colour": "red"}}, "filter"),
-    ({"filter": {"category": "weather"}}, "filter"),
-    ({"filter": {"code": ["a", "b"]}}, "filter"),
-    ({"filter": {"status": [{"nested": True}]}}, "filter"),
-    ({"filter": {"mapping": MISSING}}, "filter"),
-    ({"filter": {}, "force": "sometimes"}, "force"),
-    ({"filter": {}, "forse": True}, "forse"),
+    ({"filter": [], "all_matching": True}, "filter"),
+    ({"filter": {"colour": "red"}, "all_matching": True}, "filter"),
+    ({"filter": {"category": "weather"}, "all_matching": True}, "filter"),
+    ({"filter": {"code": ["a", "b"]}, "all_matching": True}, "filter"),
+    ({"filter": {"status": [{"nested": True}]}, "all_matching": True}, "filter"),
+    ({"filter": {"mapping": MISSING}, "all_matching": True}, "filter"),
+    ({"filter": {}, "all_matching": True, "force": "sometimes"}, "force"),
+    ({"filter": {}, "all_matching": True, "forse": True}, "forse"),
+    # Every error matching a filter (an empty one matches them all) only with the explicit confirmation.
+    ({"filter": {}}, "all_matching"),
+    ({"filter": {"category": ["connection"]}, "all_matching": False}, "all_matching"),
 ])
 def test_a_bad_bulk_retry_answers_400_naming_the_field(api, down_mapping, body, field):
     response = api.post("/api/v1/errors/bulk-retry/", body, format="json")
@@ -496,8 +504,8 @@ def test_listing_error_groups_costs_the_same_queries_for_3_or_30_groups(
         seed_records(mapping.source_connection, "contacts", [person(1, last_name="")])
         run_mapping(mapping)
 
-    # token, last use, the count, the groups, their mappings and samples
-    with django_assert_max_num_queries(6):
+    # token, last use, the count, the groups, their mappings, samples and latest group retries
+    with django_assert_max_num_queries(7):
         response = api.get("/api/v1/error-groups/?limit=100")
 
     assert len(response.json()["results"]) == count
@@ -513,8 +521,14 @@ def test_a_group_retry_tries_one_record_first(api, make_mapping, failing_target)
 
     assert response.status_code == 202, response.content
     (run,) = SyncRun.objects.filter(trigger="retry")
-    assert response.json() == {"queued": 1, "runs": [str(run.code)], "skipped": {}, "probe_error": str(probe.code),
-                               "remaining": 2}
+    answer = response.json()
+    group_retry = ErrorGroupRetry.objects.get()
+    assert answer.pop("group_retry") == {
+        "id": str(group_retry.code), "status": "probing", "reason": "", "probe_error": str(probe.code),
+        "retried": 0, "created_at": answer_time(group_retry.created_at), "updated_at": answer_time(
+            group_retry.updated_at)}
+    assert answer == {"queued": 1, "runs": [str(run.code)], "skipped": {}, "probe_error": str(probe.code),
+                      "remaining": 2}
     assert_problem(api.post(f"/api/v1/error-groups/{'0' * 40}/retry/"), 404)
 
 

@@ -59,7 +59,7 @@ def test_retry_queues_one_replay_run_per_mapping_and_prints_the_summary(
 
     shop_run = SyncRun.objects.get(mapping=outage["shop"], trigger=Trigger.RETRY)
     desk_run = SyncRun.objects.get(mapping=outage["desk"], trigger=Trigger.RETRY)
-    assert output == f"Queued 3 errors for retry in runs #{shop_run.pk}, #{desk_run.pk}.\n"
+    assert output == f"Queued 3 errors for retry in runs {shop_run.code}, {desk_run.code}.\n"
     assert len(callbacks) == 2  # one task per replay run, sent when the transaction commits
     assert set(connection_errors().values_list("status", flat=True)) == {ErrorStatus.RETRYING}
     assert sorted(shop_run.options["errors"]) == sorted(
@@ -102,9 +102,9 @@ def test_retry_by_filter_leaves_resolved_and_ignored_errors_alone_without_noise(
     ignored = RecordError.objects.get(source_record_id="ct_3")
     error_ignore(error=ignored, reason="Duplicate of ct_1")
 
-    output = command("errors", "retry", "--org", "acme", "--mapping", str(outage["desk"].pk))
+    output = command("errors", "retry", "--org", "acme", "--mapping", str(outage["desk"].code))
 
-    assert output == "No error matches these filters: nothing queued.\n"
+    assert output == "No error matches: nothing queued.\n"
     assert not SyncRun.objects.filter(trigger=Trigger.RETRY).exists()
 
 
@@ -118,16 +118,16 @@ def test_retry_twice_queues_nothing_the_second_time(org, outage):
 
 
 def test_retry_with_json_prints_the_summary_as_json(org, outage):
-    output = command("errors", "retry", "--org", "acme", "--mapping", str(outage["shop"].pk), "--json")
+    output = command("errors", "retry", "--org", "acme", "--mapping", str(outage["shop"].code), "--json")
 
     run = SyncRun.objects.get(trigger=Trigger.RETRY)
-    assert json.loads(output) == {"queued": 2, "runs": [run.pk], "skipped": {}}
+    assert json.loads(output) == {"queued": 2, "runs": [str(run.code)], "skipped": {}}
 
 
 def test_retry_says_when_nothing_matches(org, outage):
     output = command("errors", "retry", "--org", "acme", "--category", "auth")
 
-    assert output == "No error matches these filters: nothing queued.\n"
+    assert output == "No error matches: nothing queued.\n"
 
 
 def test_retry_filters_by_target_status_run_and_dates(org, outage, make_mapping):
@@ -142,11 +142,11 @@ def test_retry_filters_by_target_status_run_and_dates(org, outage, make_mapping)
         "--org",
         "acme",
         "--target-connection",
-        str(outage["crm"].pk),
+        str(outage["crm"].code),
         "--status",
         "open",
         "--run",
-        str(shop_run.pk),
+        str(shop_run.code),
         "--since",
         "2000-01-01",
         "--until",
@@ -173,7 +173,7 @@ def test_retry_never_touches_another_organizations_errors(org, other_org, outage
 
 
 def test_retry_with_force_asks_the_replay_to_overwrite_changed_targets(org, outage):
-    command("errors", "retry", "--org", "acme", "--mapping", str(outage["shop"].pk), "--force")
+    command("errors", "retry", "--org", "acme", "--mapping", str(outage["shop"].code), "--force")
 
     assert SyncRun.objects.get(trigger=Trigger.RETRY).options["force"] is True
 
@@ -185,7 +185,10 @@ def test_retry_with_force_asks_the_replay_to_overwrite_changed_targets(org, outa
         (["--org", "acme", "--since", "last tuesday"], "--since 'last tuesday' is not an ISO 8601 date"),
         (["--org", "acme", "--until", "2026-13-45"], "--until '2026-13-45' is not an ISO 8601 date"),
         (["--org", "acme", "--since", "2026-11-22", "--until", "2026-11-01"], "--since must be before --until"),
-        (["--org", "acme", "--mapping", "999999"], "No mapping with id 999999 in organization 'acme'"),
+        (["--org", "acme", "--mapping", "4d1f7b0e-0000-4000-8000-000000000000"],
+         "No mapping with id 4d1f7b0e-0000-4000-8000-000000000000 in organization 'acme'"),
+        (["--org", "acme", "--mapping", "12"], "'12' is not a mapping id"),
+        (["--org", "acme", "--id", "nope"], "'nope' is not an error id"),
     ],
 )
 def test_retry_refuses_bad_arguments_clearly(org, outage, args, message):
@@ -198,10 +201,10 @@ def test_retry_refuses_bad_arguments_clearly(org, outage, args, message):
 def test_an_id_of_another_organization_is_refused_like_an_unknown_one(org, other_org, outage, make_mapping):
     foreign = make_mapping(organization=other_org)
 
-    with pytest.raises(CommandError, match=f"No mapping with id {foreign.pk} in organization 'acme'"):
-        command("errors", "retry", "--org", "acme", "--mapping", str(foreign.pk))
+    with pytest.raises(CommandError, match=f"No mapping with id {foreign.code} in organization 'acme'"):
+        command("errors", "retry", "--org", "acme", "--mapping", str(foreign.code))
     with pytest.raises(CommandError, match="No connection with id"):
-        command("errors", "retry", "--org", "acme", "--target-connection", str(foreign.target_connection.pk))
+        command("errors", "retry", "--org", "acme", "--target-connection", str(foreign.target_connection.code))
 
 
 # --- errors list ----------------------------------------------------------------------------------------------
@@ -212,7 +215,7 @@ def test_list_prints_one_line_per_matching_error(org, outage):
 
     error = RecordError.objects.get(category="validation")
     assert output == (
-        f"{error.pk}\trecord\tvalidation\trequired_missing\topen\tct_4\t"
+        f"{error.code}\trecord\tvalidation\trequired_missing\topen\tct_4\t"
         "last_name is required by Contacts but is empty\n"
     )
 
@@ -243,11 +246,11 @@ def test_list_changes_nothing(org, outage):
 def test_retry_failures_queues_a_child_run_and_names_the_organization(org, outage):
     shop_run = outage["runs"][0]
 
-    output = command("runs", "retry-failures", str(shop_run.pk))
+    output = command("runs", "retry-failures", str(shop_run.code))
 
     child = SyncRun.objects.get(parent=shop_run)
     assert (child.trigger, child.root, child.status) == (Trigger.RETRY, shop_run, RunStatus.QUEUED)
-    assert str(child.pk) in output
+    assert str(child.code) in output
     assert "organization acme" in output
     assert set(RecordError.objects.filter(run=shop_run).values_list("status", flat=True)) == {ErrorStatus.RETRYING}
 
@@ -257,7 +260,7 @@ def test_retry_failures_recovers_the_run_once_the_target_is_back(org, outage, dj
     heal(outage["crm"])
 
     with django_capture_on_commit_callbacks(execute=True):
-        command("runs", "retry-failures", str(shop_run.pk))
+        command("runs", "retry-failures", str(shop_run.code))
 
     shop_run.refresh_from_db()
     assert shop_run.status == RunStatus.RECOVERED
@@ -268,11 +271,11 @@ def test_retry_failures_recovers_the_run_once_the_target_is_back(org, outage, dj
 def test_retry_failures_with_json(org, outage):
     shop_run = outage["runs"][0]
 
-    output = json.loads(command("runs", "retry-failures", str(shop_run.pk), "--json", "--force"))
+    output = json.loads(command("runs", "retry-failures", str(shop_run.code), "--json", "--force"))
 
     child = SyncRun.objects.get(parent=shop_run)
-    assert output["child_run"] == child.pk
-    assert (output["run"], output["organization"], output["errors"]) == (shop_run.pk, "acme", 2)
+    assert output["child_run"] == str(child.code)
+    assert (output["run"], output["organization"], output["errors"]) == (str(shop_run.code), "acme", 2)
     assert child.options["force"] is True
 
 
@@ -281,20 +284,22 @@ def test_retry_failures_of_a_run_without_failures_is_a_clear_error(org, make_map
     seed_records(mapping.source_connection, "contacts", [person(1)])
     run = run_mapping(mapping)
 
-    with pytest.raises(CommandError, match=r"Run \d+ \(acme\): Only a finished run with failures can be retried"):
-        command("runs", "retry-failures", str(run.pk))
+    with pytest.raises(CommandError, match=r"Run [0-9a-f-]+ \(acme\): Only a finished run with failures can be retried"):
+        command("runs", "retry-failures", str(run.code))
 
 
 def test_retry_failures_twice_says_nothing_is_left(org, outage):
     shop_run = outage["runs"][0]
-    command("runs", "retry-failures", str(shop_run.pk))
+    command("runs", "retry-failures", str(shop_run.code))
 
     with pytest.raises(CommandError, match="This run has no failed batch or record left to retry"):
-        command("runs", "retry-failures", str(shop_run.pk))
+        command("runs", "retry-failures", str(shop_run.code))
 
     assert SyncRun.objects.filter(parent=shop_run).count() == 1
 
 
 def test_retry_failures_of_an_unknown_run(db):
-    with pytest.raises(CommandError, match="No run with id 424242"):
+    with pytest.raises(CommandError, match="No run with id 4d1f7b0e-0000-4000-8000-000000000000"):
+        command("runs", "retry-failures", "4d1f7b0e-0000-4000-8000-000000000000")
+    with pytest.raises(CommandError, match="'424242' is not a run id"):
         command("runs", "retry-failures", "424242")

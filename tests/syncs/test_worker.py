@@ -42,7 +42,7 @@ def test_sync_command_waits_for_the_workers_and_prints_one_json_line_per_run(qcl
 
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert [line["mapping"] for line in lines] == [first.name, second.name]
+    assert [line["mapping"]["name"] for line in lines] == [first.name, second.name]
     assert lines[0]["status"] == "partially_failed"
     assert lines[0]["counts"]["created"] == 1
     assert lines[0]["errors_by_category"] == {"validation": 1}

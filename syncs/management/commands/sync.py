@@ -2,6 +2,7 @@
 
 import json
 import time
+import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -17,7 +18,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--org", required=True, help="Organization slug")
-        parser.add_argument("--mapping", type=int, action="append", help="Mapping id (repeatable); default: all")
+        parser.add_argument("--mapping", action="append", metavar="ID",
+                            help="Mapping id, as the API and the UI show it (repeatable); default: all")
         parser.add_argument("--wait", action="store_true", help="Wait for the workers to finish the runs")
         parser.add_argument("--inline", action="store_true", help="Run in this process instead of the workers")
         parser.add_argument("--json", action="store_true", help="One JSON object per run, one per line")
@@ -27,13 +29,8 @@ class Command(BaseCommand):
         organization = Organization.objects.filter(slug=org).first()
         if organization is None:
             raise CommandError(f"No organization with slug '{org}'")
-        # An id of another organization's mapping fails as clearly as a typo, not as "nothing to sync".
-        missing = sorted(set(mapping or ()) - set(
-            Mapping.objects.for_org(organization).filter(pk__in=mapping or ()).values_list("pk", flat=True)
-        ))
-        if missing:
-            raise CommandError(f"No mapping with id {', '.join(map(str, missing))} in organization '{org}'")
-        runs = sync_runs_queue_for_org(organization=organization, mapping_ids=mapping, enqueue=not inline)
+        mapping_ids = _mapping_pks(organization, mapping) if mapping else None
+        runs = sync_runs_queue_for_org(organization=organization, mapping_ids=mapping_ids, enqueue=not inline)
         if not runs:
             raise CommandError("No active mapping to sync")
         if inline:
@@ -47,7 +44,7 @@ class Command(BaseCommand):
                 self.stdout.write(_json_line(summary))
             else:
                 counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
-                self.stdout.write(f"Run {run.pk} of '{run.mapping.name}': {run.status} ({counts})")
+                self.stdout.write(f"Run {run.code} of '{run.mapping.name}': {run.status} ({counts})")
                 for category, n in summary["errors_by_category"].items():
                     self.stdout.write(f"  {n} {category} error(s)")
 
@@ -65,6 +62,22 @@ class Command(BaseCommand):
                     "(python manage.py qcluster)?"
                 )
             time.sleep(0.5)
+
+
+def _mapping_pks(organization, codes):
+    """Primary keys of the organization's mappings with these ids; another organization's id fails as clearly as
+    a typo, not as "nothing to sync"."""
+    wanted = []
+    for code in codes:
+        try:
+            wanted.append(uuid.UUID(code))
+        except ValueError:
+            raise CommandError(f"'{code}' is not a mapping id (ids look like 6f1c2a3e-…)") from None
+    found = dict(Mapping.objects.for_org(organization).filter(code__in=wanted).values_list("code", "pk"))
+    missing = [str(code) for code in wanted if code not in found]
+    if missing:
+        raise CommandError(f"No mapping with id {', '.join(missing)} in organization '{organization.slug}'")
+    return [found[code] for code in wanted]
 
 
 def _json_line(value):
