@@ -87,6 +87,8 @@ class SandboxCallCounter(models.Model):
 
     connection = models.OneToOneField(Connection, on_delete=models.CASCADE, related_name="sandbox_counter")
     calls = models.PositiveBigIntegerField(default=0)
+    # SHA-256 digests of API keys the sandbox has expired (faults.expire_after_calls): a new key works again.
+    expired_keys = models.JSONField(default=list, blank=True)
 
     def __str__(self):
         return f"{self.connection}: {self.calls} calls"

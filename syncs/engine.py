@@ -1077,9 +1077,11 @@ class RunExecutor:
             return True
         if exc.retry_after > settings.RESYNC_INLINE_RETRY_AFTER_MAX:
             return False
-        deadline = time.monotonic() + float(exc.retry_after)
-        while (left := deadline - time.monotonic()) > 0:
-            self.sleep(min(left, HEARTBEAT_EVERY))
+        left = float(exc.retry_after)
+        while left > 0:
+            step = min(left, HEARTBEAT_EVERY)
+            self.sleep(step)
+            left -= step
             self.heartbeat(batch=outcome.batch, force=False)
         return True
 

@@ -31,9 +31,9 @@ def record_errors_matching(
     `category`, `code` (the error code, e.g. "INVALID_EMAIL"), `level` and `status` take one value or a list of
     them (an empty list filters nothing). `mapping`, `target_connection` (the mapping's target connection) and
     `run` take an object or its id. `blocking` (a run) keeps the unresolved errors that keep that run from being
-    recovered, wherever its failures now live (see syncs.chains). `since` is inclusive and `until` exclusive, both on `created_at`; a date
-    means its midnight, and a naive date-time is read, in the current time zone. `search` is a case-insensitive
-    substring of the message, the source record id or the error code.
+    recovered, wherever its failures now live (see syncs.chains). `since` is inclusive and `until` exclusive,
+    both on `created_at`; a date means its midnight, and a naive date-time is read in the current time zone.
+    `search` is a case-insensitive substring of the message, the source record id or the error code.
     """
     errors = RecordError.objects.for_org(organization)
     for lookup, value in (("category", category), ("error_code", code), ("level", level), ("status", status)):

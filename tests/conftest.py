@@ -91,3 +91,15 @@ def make_mapping(org, make_connection):
         return mapping
 
     return make
+
+
+@pytest.fixture
+def execute_queued(django_capture_on_commit_callbacks):
+    """Run what services queue on commit (tasks run inline in tests), including what those runs queue."""
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+@pytest.fixture
+def failing_target(make_connection):
+    """A target whose every write answers 503."""
+    return make_connection("Down CRM", faults={"operations": ["write"], "failure_rate": 1.0, "failure_kind": "503"})

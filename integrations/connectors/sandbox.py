@@ -5,8 +5,13 @@ an API would answer, then classified by integrations.connectors.http, so the san
 classification. Faults are injected deterministically from connection.config["faults"]:
 
     {"seed": 7, "failure_rate": 0.2, "failure_kind": "503" | "timeout" | "connection" | "500" | "retry_later",
-     "rate_limit_every": 5, "retry_after": 30, "expired_credentials": false, "permission_denied": false,
-     "fail_pages": [2], "operations": ["read_page", "fetch", "write", "find"]}
+     "fail_calls": [3, 4], "rate_limit_every": 5, "retry_after": 30, "expired_credentials": false,
+     "expire_after_calls": 300, "permission_denied": false, "fail_pages": [2],
+     "operations": ["read_page", "fetch", "write", "find"]}
+
+`failure_kind` may be a list: each failing call picks one kind of it. `fail_calls` fail exactly those calls.
+`expire_after_calls` expires the API key in use at that call: every later call with that key answers 401, as
+an expired token does, until the connection is given a new key (a reconnect).
 
 Every API call (check, read_page, fetch, write, find; describe is served from the static schema) bumps the
 connection's SandboxCallCounter, and the fault of call N is a pure function of (seed, N): the same config and
@@ -104,6 +109,10 @@ def _new_id(object_name):
 def _problem(status, kind, title, detail, **extra):
     """A problem JSON body (RFC 9457) as the sandbox API answers it."""
     return {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail, **extra}
+
+
+class _LostAnswer(Exception):
+    """The write goes through, but its answer never arrives (a read timeout after the target acted)."""
 
 
 class _Invalid(Exception):
@@ -267,10 +276,15 @@ def _is_fraction(value):
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
 
 
+# "lost_answer" carries out a write, then times out before answering: the request may have been applied.
+FAILURE_KINDS = ("503", "timeout", "connection", "500", "retry_later", "lost_answer")
 FAULT_SETTINGS = {
     "seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "failure_rate": _is_fraction,
-    "failure_kind": lambda v: v in ("503", "timeout", "connection", "500", "retry_later"),
+    "failure_kind": lambda v: v in FAILURE_KINDS or (
+        isinstance(v, list) and v and all(kind in FAILURE_KINDS for kind in v)),
+    "fail_calls": lambda v: isinstance(v, list) and all(_is_count(n) for n in v),
+    "expire_after_calls": _is_count,
     "rate_limit_every": _is_count,
     "retry_after": _is_count,
     "expired_credentials": lambda v: isinstance(v, bool),
@@ -350,8 +364,10 @@ class SandboxConnector(Connector):
                                  code="invalid_config", retryable=False)
         return (self.connection.config or {}).get("faults") or {}
 
-    def _count_call(self):
+    def _count_call(self, *, expire_at=None):
+        """This call's number, and whether the current API key has expired (at or before `expire_at`)."""
         counter = SandboxCallCounter.objects.filter(connection=self.connection)
+        key = hashlib.sha256(self._api_key().encode()).hexdigest()
         # Inside one transaction the UPDATE holds the row lock until the read, so concurrent callers each see
         # their own call number.
         with transaction.atomic():
@@ -359,16 +375,19 @@ class SandboxConnector(Connector):
                 try:
                     with transaction.atomic():
                         SandboxCallCounter.objects.create(connection=self.connection, calls=1)
-                    return 1
                 except IntegrityError:
                     counter.update(calls=F("calls") + 1)
-            return counter.values_list("calls", flat=True).get()
+            calls, expired = counter.values_list("calls", "expired_keys").get()
+            if expire_at and calls == expire_at and key not in expired:
+                expired = [*expired, key]
+                counter.update(expired_keys=expired)
+            return calls, key in expired
 
     def _call(self, operation, *, page_number=None):
         """Count one API call and raise the failure the sandbox answers it with, if any."""
-        call_number = self._count_call()
         faults = self._faults()
-        if faults.get("expired_credentials"):
+        call_number, key_expired = self._count_call(expire_at=faults.get("expire_after_calls"))
+        if faults.get("expired_credentials") or key_expired:
             raise self._answer(
                 401,
                 {"error": "invalid_grant", "error_description": "Token has expired"},
@@ -421,12 +440,18 @@ class SandboxConnector(Connector):
                 {"Retry-After": str(retry_after)},
             )
         rate = faults.get("failure_rate") or 0
-        if rate and _stable_fraction(faults.get("seed", 0), call_number) < rate:
-            self._inject(faults.get("failure_kind", "503"), operation)
+        draw = _stable_fraction(faults.get("seed", 0), call_number)
+        if call_number in (faults.get("fail_calls") or ()) or (rate and draw < rate):
+            kinds = faults.get("failure_kind", "503")
+            if isinstance(kinds, list):
+                kinds = kinds[int(draw * 1_000_003) % len(kinds)]
+            self._inject(kinds, operation)
 
     def _inject(self, kind, operation):
         request = requests.Request("POST", f"https://{SANDBOX_HOST}/v1/{operation}").prepare()
-        if kind == "timeout":
+        if kind == "lost_answer" and operation == "write":
+            raise _LostAnswer()
+        if kind in ("timeout", "lost_answer"):
             raise http.classify_exception(
                 requests.ReadTimeout(
                     f"HTTPSConnectionPool(host='{SANDBOX_HOST}', port=443): Read timed out. (read timeout=15)",
@@ -546,7 +571,12 @@ class SandboxConnector(Connector):
 
     def write(self, object_name, operations):
         schema = self.schema_for(object_name)
-        self._call("write")
+        try:
+            self._call("write")
+        except _LostAnswer:
+            for operation in operations:
+                self._write_one(object_name, schema, operation)
+            self._inject("timeout", "write")
         return [self._write_one(object_name, schema, operation) for operation in operations]
 
     # -- one record ---------------------------------------------------------------------------------------------

@@ -18,11 +18,6 @@ NOW = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
 
 
 @pytest.fixture
-def failing_target(make_connection):
-    return make_connection("Down CRM", faults={"operations": ["write"], "failure_rate": 1.0, "failure_kind": "503"})
-
-
-@pytest.fixture
 def a_day_of_syncs(make_mapping, make_connection, failing_target):
     """Two hours ago: 3 records synced into a CRM and 2 failing into a down one (validation and 503)."""
     with time_machine.travel(NOW - timedelta(hours=2), tick=False):

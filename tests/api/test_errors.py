@@ -44,11 +44,6 @@ def listed(api, query=""):
 
 
 @pytest.fixture
-def failing_target(make_connection):
-    return make_connection("Down CRM", faults={"operations": ["write"], "failure_rate": 1.0, "failure_kind": "503"})
-
-
-@pytest.fixture
 def down_mapping(make_mapping, failing_target):
     """Two records whose writes failed on a 503 of the target (open, retryable connection errors)."""
     mapping = make_mapping(target=failing_target, match_keys=[])

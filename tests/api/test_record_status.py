@@ -21,11 +21,6 @@ def set_faults(connection, **faults):
 
 
 @pytest.fixture
-def failing_target(make_connection):
-    return make_connection("Down CRM", faults={"operations": ["write"], "failure_rate": 1.0, "failure_kind": "503"})
-
-
-@pytest.fixture
 def half_synced(make_mapping, make_connection, failing_target):
     """One shop synced into a healthy CRM (2 records) and, through a second mapping, failing into a down one."""
     shop = make_connection("Shop")

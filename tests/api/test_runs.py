@@ -27,11 +27,6 @@ def set_faults(connection, **faults):
 
 
 @pytest.fixture
-def failing_target(make_connection):
-    return make_connection("Down CRM", faults={"operations": ["write"], "failure_rate": 1.0, "failure_kind": "503"})
-
-
-@pytest.fixture
 def failed_run(make_mapping, failing_target):
     """A run whose every write failed on a 503 of the target."""
     mapping = make_mapping(target=failing_target, match_keys=[])

@@ -2,7 +2,7 @@
 
 from integrations.models import SandboxRecord
 from syncs.engine import sync_run_execute
-from syncs.models import SyncRun
+from syncs.models import ErrorLevel, RecordError, SyncRun
 from syncs.services import sync_run_queue
 
 
@@ -25,3 +25,13 @@ def person(n, **overrides):
            "phone": "+14155550100"}
     row.update(overrides)
     return row
+
+
+def set_faults(connection, **faults):
+    """Give a sandbox connection these faults (none: it works again)."""
+    connection.config = {"faults": faults} if faults else {}
+    connection.save()
+
+
+def record_errors(**filters):
+    return RecordError.objects.filter(level=ErrorLevel.RECORD, **filters)

@@ -17,7 +17,6 @@ from syncs.chains import sync_run_retry_failures
 from syncs.groups import error_group_retry, error_groups
 from syncs.models import (
     BatchStatus,
-    ErrorLevel,
     ErrorStatus,
     LinkStatus,
     RecordError,
@@ -33,31 +32,11 @@ from syncs.previews import errors_replay_preview, mapping_test_sync
 from syncs.record_status import record_resync, record_sync_status, records_resync_unsynced, sync_status_counts
 from syncs.retries import error_retry, errors_retry, retries_sweep
 from syncs.review import error_edit_and_retry, error_ignore, error_resolve, review_queue
-from tests.syncs.helpers import person, records, run_mapping
+from tests.syncs.helpers import person, record_errors, records, run_mapping, set_faults
 
 pytestmark = pytest.mark.django_db
 
 T0 = "2026-11-22 12:00:00+00:00"
-
-
-@pytest.fixture
-def execute_queued(django_capture_on_commit_callbacks):
-    """Run what services queue on commit (tasks run inline in tests), including what those runs queue."""
-    return lambda: django_capture_on_commit_callbacks(execute=True)
-
-
-def set_faults(connection, **faults):
-    connection.config = {"faults": faults} if faults else {}
-    connection.save()
-
-
-def record_errors(**filters):
-    return RecordError.objects.filter(level=ErrorLevel.RECORD, **filters)
-
-
-@pytest.fixture
-def failing_target(make_connection):
-    return make_connection("Down CRM", faults={"operations": ["write"], "failure_rate": 1.0, "failure_kind": "503"})
 
 
 # 1. the retry schedule

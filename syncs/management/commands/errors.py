@@ -25,6 +25,7 @@ from syncs.retries import SKIP_REASONS, errors_retry
 from syncs.review import errors_close
 from syncs.selectors import record_errors_matching
 
+
 class Command(BaseCommand):
     help = "List, retry, ignore or resolve an organization's record errors, by id or by filters."
 
