@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format
+.PHONY: install run test test-faults lint format
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -29,6 +29,10 @@ run: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
+
+# The long fault-injection scenarios (PostgreSQL, real workers): set DATABASE_URL to a PostgreSQL server.
+test-faults: install
+	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

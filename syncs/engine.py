@@ -227,8 +227,8 @@ class Item:
     action: str | None = None  # create / update
     warnings: list = dataclasses.field(default_factory=list)
     done: bool = False
-    # Replays: the operator's corrected payload (written as is, after validation), and when the record failed
-    # (a target record modified after that is not overwritten without force).
+    # Replays: the operator's corrected payload (written as is, after validation), and when the record last
+    # failed (a target record modified after that is not overwritten without force).
     preset_payload: dict | None = None
     failed_at: datetime | None = None
 
@@ -571,7 +571,7 @@ class RunExecutor:
             snapshot = (error.snapshot_before or {}) if error is not None else {}
             placeholder = SourceRecord(id=record_id, data={k: v for k, v in snapshot.items() if k != "id"})
             info[record_id] = (error.edited_payload if error is not None else None,
-                               error.first_seen_at if error is not None else None)
+                               error.created_at if error is not None else None)
             if fetch_error is not None:
                 failures.append((placeholder, fetch_error))
             elif record_id in fresh:
@@ -906,6 +906,8 @@ class RunExecutor:
             if far_record is None:
                 continue
             item.far_record = far_record
+            if record_hash(far_record.data, sync_pass.far_fields) == record_hash(item.payload, sync_pass.far_fields):
+                continue  # it already holds what the replay would write (an earlier attempt's answer was lost)
             if far_record.modified_at and far_record.modified_at > item.failed_at:
                 outcome.fail(item, [ConnectorError(
                     ErrorCategory.CONFLICT,

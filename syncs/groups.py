@@ -3,13 +3,14 @@ fix applies to all of them.
 
 A group retry (ErrorGroupRetry) retries one record first, the probe. The rest of the group follows once the
 probe's record has synced, by whichever path: the run that retried it, an automated replay, a scheduled retry.
-A probe that fails on a transient error is tried again within its retry budget; one that fails durably, or
-runs out of attempts, stops the group retry with the reason, so nobody retries a thousand records into the
-same wall.
+A probe that fails on a transient error is tried again within its retry budget, and when that runs out another
+record of the group becomes the probe (a transient failure says nothing about the fix); a probe that fails
+durably, or MAX_PROBES probes in a row that run out of attempts, stop the group retry with the reason, so nobody
+retries a thousand records into the same wall.
 """
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Max, Min
+from django.db.models import Count, Max, Min, Q
 
 from syncs.events import log_event
 from syncs.models import (
@@ -28,6 +29,7 @@ from syncs.retries import CLAIMABLE_STATUSES, errors_retry
 
 # The probe's own error while a retry of it is on its way: wait for it.
 PENDING_STATUSES = (ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING)
+MAX_PROBES = 3
 
 
 def error_groups(*, organization, queryset=None):
@@ -102,8 +104,9 @@ def _group_retry_advance(group_retry):
     if current is None:
         if _probe_synced(group_retry):
             rest = RecordError.objects.for_org(organization).filter(
-                mapping=mapping, fingerprint=group_retry.fingerprint, level=ErrorLevel.RECORD,
-                status__in=CLAIMABLE_STATUSES,
+                Q(fingerprint=group_retry.fingerprint)
+                | Q(direction=group_retry.direction, source_record_id__in=group_retry.earlier_probe_records),
+                mapping=mapping, level=ErrorLevel.RECORD, status__in=CLAIMABLE_STATUSES,
             )
             summary = errors_retry(organization=organization, queryset=rest, resolution=Resolution.BULK_RETRY)
             group_retry.status, group_retry.retried = GroupRetryStatus.RETRIED, summary["queued"]
@@ -119,14 +122,32 @@ def _group_retry_advance(group_retry):
     policy = retry_policy(mapping, current.category, retryable=current.retryable)
     if policy.retry and current.attempts < policy.attempts:
         # A transient failure with nothing scheduled to retry it (skip strategy): the group retry tries again.
-        summary = errors_retry(organization=organization, error_ids=[current.pk], resolution=Resolution.MANUAL_RETRY)
-        if summary["queued"]:
-            group_retry.probe_error = current
-            group_retry.save(update_fields=["probe_error", "updated_at"])
+        if _probe(group_retry, current):
+            return False
+    elif policy.retry and len(group_retry.earlier_probe_records) + 1 < MAX_PROBES:
+        # Out of attempts on transient errors: that says nothing about the fix, so another record goes first.
+        other = RecordError.objects.for_org(organization).filter(
+            mapping=mapping, fingerprint=group_retry.fingerprint, level=ErrorLevel.RECORD,
+            status__in=CLAIMABLE_STATUSES,
+        ).exclude(source_record_id=group_retry.probe_record_id).order_by("-pk").first()
+        if other is not None and _probe(group_retry, other, again=True):
             return False
     attempts = f" after {current.attempts + 1} attempts" if current.attempts else ""
     group_retry_stop(group_retry, reason=f"The first record still fails{attempts}: {current.message}",
                      probe_error=current)
+    return True
+
+
+def _probe(group_retry, error, *, again=False):
+    """Retry `error` as the group's probe; whether it was queued."""
+    summary = errors_retry(organization=group_retry.organization, error_ids=[error.pk],
+                           resolution=Resolution.MANUAL_RETRY)
+    if not summary["queued"]:
+        return False
+    if again:
+        group_retry.earlier_probe_records = [*group_retry.earlier_probe_records, group_retry.probe_record_id]
+    group_retry.probe_error, group_retry.probe_record_id = error, error.source_record_id
+    group_retry.save(update_fields=["probe_error", "probe_record_id", "earlier_probe_records", "updated_at"])
     return True
 
 

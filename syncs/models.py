@@ -302,6 +302,9 @@ class ErrorGroupRetry(TenantModel):
     status = models.CharField(max_length=10, choices=GroupRetryStatus.choices, default=GroupRetryStatus.PROBING)
     reason = models.TextField(blank=True, default="", help_text="Why the group retry stopped.")
     retried = models.PositiveIntegerField(default=0, help_text="Errors of the group retried after the probe.")
+    # Records tried first before this one, each of which ran out of attempts on transient errors: they are
+    # retried with the rest of the group.
+    earlier_probe_records = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

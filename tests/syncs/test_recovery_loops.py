@@ -363,6 +363,34 @@ def test_a_group_retry_tries_its_probe_again_after_a_transient_failure(missing_l
     assert len(records(target)) == 3
 
 
+def test_a_probe_out_of_attempts_on_transient_errors_hands_over_to_another_record(missing_last_names,
+                                                                                  execute_queued):
+    mapping, target, fingerprint = missing_last_names(max_retries=1)
+    set_faults(target, operations=["write"], fail_calls=[calls(target) + 2], failure_kind="503")
+
+    with execute_queued():
+        error_group_retry(organization=mapping.organization, fingerprint=fingerprint)
+
+    group_retry = ErrorGroupRetry.objects.get()
+    assert group_retry.status == GroupRetryStatus.RETRIED
+    assert len(group_retry.earlier_probe_records) == 1
+    assert len(records(target)) == 3  # the first probe too: it went with the rest
+    assert not record_errors().exclude(status=ErrorStatus.RESOLVED).exists()
+
+
+def test_a_group_retry_stops_when_its_probes_keep_running_out_of_attempts(missing_last_names, execute_queued):
+    mapping, target, fingerprint = missing_last_names(max_retries=1)
+    set_faults(target, **WRITES_DOWN)
+
+    with execute_queued():
+        error_group_retry(organization=mapping.organization, fingerprint=fingerprint)
+
+    group_retry = ErrorGroupRetry.objects.get()
+    assert group_retry.status == GroupRetryStatus.STOPPED
+    assert len(group_retry.earlier_probe_records) == 2
+    assert "503" in group_retry.reason
+
+
 def test_a_probe_that_fails_durably_stops_the_group_and_says_why(make_mapping, execute_queued):
     mapping = make_mapping(match_keys=[])
     seed_records(mapping.source_connection, "contacts", [person(n, last_name="") for n in range(3)])
