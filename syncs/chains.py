@@ -12,7 +12,6 @@ run with nothing left open becomes *recovered*.
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Q
-from django.utils import timezone
 
 from integrations.services import connection_reconnect
 from syncs.events import log_event
@@ -25,14 +24,7 @@ from syncs.models import (
     SyncRun,
     Trigger,
 )
-from syncs.retries import (
-    CLAIMABLE_STATUSES,
-    NO_SNAPSHOT_MESSAGE,
-    RETRIABLE_LEVELS,
-    claim_errors,
-    queue_replays,
-    snapshotless_errors,
-)
+from syncs.retries import CLAIMABLE_STATUSES, NO_SNAPSHOT_MESSAGE, RETRIABLE_LEVELS, retries_queue, snapshotless_errors
 from syncs.services import sync_run_queue
 
 FAILURE_LEVELS = (ErrorLevel.SYSTEM, ErrorLevel.BATCH, ErrorLevel.RECORD)
@@ -122,13 +114,12 @@ def sync_run_retry_failures(*, run, force=False):
     failures = failures.filter(level__in=RETRIABLE_LEVELS, status__in=CLAIMABLE_STATUSES)
     blocked = snapshotless_errors(failures)
     with transaction.atomic():
-        claimed = claim_errors(failures.exclude(pk__in=blocked), now=timezone.now())
-        if not claimed.exists():
+        runs, _queued = retries_queue(failures.exclude(pk__in=blocked), trigger=Trigger.RETRY,
+                                      resolution=Resolution.REPLAY, force=force, parent=run)
+        if not runs:
             raise ValidationError(NO_SNAPSHOT_MESSAGE if blocked else
                                   "This run has no failed batch or record left to retry.", code="nothing_to_retry")
-        (child,) = queue_replays(claimed, trigger=Trigger.RETRY, resolution=Resolution.REPLAY, force=force,
-                                 parent=run)
-    return child
+    return runs[0]
 
 
 def sync_runs_resume(*, connection):

@@ -50,6 +50,7 @@ from syncs.models import (
 )
 from syncs.policy import error_routing
 from syncs.recovery import sync_run_after_finish
+from syncs.retries import sync_run_claim_errors
 
 FORWARD, REVERSE = "forward", "reverse"
 HEARTBEAT_EVERY = 10  # seconds; well inside RESYNC_HEARTBEAT_STALE_SECONDS
@@ -300,6 +301,8 @@ class RunExecutor:
     def execute(self):
         run = self.run
         log_event("run_started", run_id=run.pk, mapping=self.mapping.name, trigger=run.trigger, claims=run.claims)
+        if run.claims == 1 and not self.dry_run:
+            sync_run_claim_errors(run, now=timezone.now())
         if run.claims == 1 and not run.options.get("full"):
             # Fixed at the first claim, so a run taken over after a killed worker reads the same delta.
             run.cursor_from = self.mapping.source_cursor
@@ -551,13 +554,16 @@ class RunExecutor:
     def load_replay_records(self, sync_pass, refs):
         """Records to replay: fetched fresh where the connector can, else from their snapshots.
 
-        An error a person closed since the retry was queued (ignored, resolved) is left alone.
+        Only errors this run still holds are replayed: one a person closed since (ignored, resolved), or that
+        another retry took first, is left alone.
         """
-        closed = set(RecordError.objects.filter(
-            pk__in=[error.pk for _record_id, error in refs if error is not None],
-            status__in=(ErrorStatus.RESOLVED, ErrorStatus.IGNORED),
-        ).values_list("pk", flat=True))
-        refs = [(record_id, error) for record_id, error in refs if error is None or error.pk not in closed]
+        named = RecordError.objects.filter(pk__in=[error.pk for _record_id, error in refs if error is not None])
+        token = self.run.options.get("claim_token")
+        held = named.filter(status=ErrorStatus.RETRYING, **({"claim_token": token} if token else {}))
+        if self.dry_run:
+            held = named  # a preview looks at the errors as they are
+        held = set(held.values_list("pk", flat=True))
+        refs = [(record_id, error) for record_id, error in refs if error is None or error.pk in held]
         info, records, failures = {}, [], []
         fresh, fetch_error = {}, None
         if sync_pass.near.supports_fetch and refs:

@@ -32,9 +32,9 @@ RETRIABLE_LEVELS = (ErrorLevel.RECORD, ErrorLevel.BATCH)
 
 
 
-def claim_errors(queryset, *, now):
+def claim_errors(queryset, *, now, token=None):
     """Claim the claimable errors of `queryset` for this caller: two concurrent callers never share one."""
-    token = uuid.uuid4()
+    token = token or uuid.uuid4()
     ids = list(queryset.values_list("pk", flat=True))
     RecordError.objects.filter(pk__in=ids, status__in=CLAIMABLE_STATUSES).update(
         status=ErrorStatus.RETRYING, claim_token=token, last_retried_at=now, next_retry_at=None, updated_at=now
@@ -42,11 +42,43 @@ def claim_errors(queryset, *, now):
     return RecordError.objects.filter(claim_token=token, status=ErrorStatus.RETRYING)
 
 
-def queue_replays(claimed, *, trigger, resolution, force=False, parent=None, extra_options=None):
-    """One replay run per mapping for the claimed errors; returns the runs."""
+def sync_run_claim_errors(run, *, now):
+    """A replay queued behind another run of its mapping claims its errors when it starts (see retries_queue)."""
+    token = run.options.get("claim_token")
+    if token and run.options.get("claim_on_start"):
+        claim_errors(RecordError.objects.filter(pk__in=run.options.get("errors") or []), now=now, token=token)
+
+
+def retries_queue(errors, *, trigger, resolution, force=False, parent=None, extra_options=None, now=None):
+    """Queue one replay run per mapping for the claimable errors of `errors`; returns (runs, queued).
+
+    An error is claimed only by a run that can start now: for a mapping with no run queued or running the
+    errors are claimed at once; for a busy one the replay waits in the queue and claims them when it starts
+    (what someone else resolved or retried meanwhile is then left alone).
+    """
+    now = now or timezone.now()
+    errors = errors.filter(status__in=CLAIMABLE_STATUSES)
+    busy = SyncRun.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False)
+    waiting = list(errors.filter(mapping_id__in=busy.values("mapping_id")).values_list("pk", flat=True))
+    token = uuid.uuid4()
+    claimed = claim_errors(errors.exclude(pk__in=waiting), now=now, token=token)
+    runs = queue_replays(claimed, trigger=trigger, resolution=resolution, force=force, parent=parent,
+                         extra_options={**(extra_options or {}), "claim_token": str(token)})
+    queued = claimed.count()
+    if waiting:
+        deferred = RecordError.objects.filter(pk__in=waiting)
+        runs += queue_replays(deferred, trigger=trigger, resolution=resolution, force=force, parent=parent,
+                              extra_options={**(extra_options or {}), "claim_token": str(uuid.uuid4()),
+                                             "claim_on_start": True})
+        queued += len(waiting)
+    return runs, queued
+
+
+def queue_replays(errors, *, trigger, resolution, force=False, parent=None, extra_options=None):
+    """One replay run per mapping for `errors`; returns the runs."""
     runs = []
     by_mapping = {}
-    for error_id, mapping_id, level, batch_id in claimed.values_list("pk", "mapping_id", "level", "batch_id"):
+    for error_id, mapping_id, level, batch_id in errors.values_list("pk", "mapping_id", "level", "batch_id"):
         group = by_mapping.setdefault(mapping_id, {"errors": [], "batches": []})
         if level == ErrorLevel.BATCH:
             group["batches"].append(batch_id)
@@ -123,10 +155,8 @@ def errors_retry(*, organization, queryset=None, error_ids=None, resolution=Reso
         claimable = claimable.exclude(pk__in=blocked)
     claimable_ids = list(claimable.values_list("pk", flat=True))
     with transaction.atomic():
-        claimed = claim_errors(RecordError.objects.filter(pk__in=claimable_ids), now=now)
-        runs = queue_replays(claimed, trigger=trigger, resolution=resolution, force=force,
-                              extra_options=extra_options)
-        queued = claimed.count()
+        runs, queued = retries_queue(RecordError.objects.filter(pk__in=claimable_ids), trigger=trigger,
+                                     resolution=resolution, force=force, extra_options=extra_options, now=now)
     # A concurrent caller may have claimed some of ours between our count and our claim.
     raced = len(claimable_ids) - queued
     if raced > 0:
@@ -167,10 +197,9 @@ def retries_sweep(*, now=None, mapping=None):
     busy = SyncRun.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False)
     due = due.exclude(mapping_id__in=busy.values("mapping_id"))
     with transaction.atomic():
-        claimed = claim_errors(due, now=now)
-        runs = queue_replays(claimed, trigger=Trigger.RETRY, resolution=Resolution.AUTO_RETRY)
+        runs, queued = retries_queue(due, trigger=Trigger.RETRY, resolution=Resolution.AUTO_RETRY, now=now)
     if runs:
-        log_event("retries_swept", runs=[r.pk for r in runs], errors=claimed.count())
+        log_event("retries_swept", runs=[r.pk for r in runs], errors=queued)
     return runs
 
 
@@ -205,6 +234,5 @@ def automated_replay(run):
         run=run, level=ErrorLevel.RECORD, status__in=(ErrorStatus.OPEN, ErrorStatus.RETRY_SCHEDULED)
     ).filter(automatic_retry_allowed(mapping))
     with transaction.atomic():
-        claimed = claim_errors(failures, now=timezone.now())
-        runs = queue_replays(claimed, trigger=Trigger.REPLAY, resolution=Resolution.REPLAY, parent=run)
+        runs, _queued = retries_queue(failures, trigger=Trigger.REPLAY, resolution=Resolution.REPLAY, parent=run)
     return runs[0] if runs else None

@@ -18,7 +18,7 @@ from integrations.models import ConnectionStatus, SandboxCallCounter
 from mappings.models import FieldMapping
 from mappings.services import mapping_update
 from syncs.chains import connection_reconnect_and_resume, run_open_failures, sync_run_retry_failures
-from syncs.engine import RunExecutor
+from syncs.engine import RunExecutor, sync_run_execute
 from syncs.groups import error_group_retry
 from syncs.models import (
     ErrorGroupRetry,
@@ -271,6 +271,37 @@ def test_the_sweeper_does_not_claim_errors_for_a_mapping_that_is_running(make_ma
 
     assert SyncRun.objects.filter(trigger=Trigger.RETRY).count() == 1
     assert record_errors().order_by("pk").last().attempts == 1
+
+
+def test_a_retry_asked_for_while_the_mapping_runs_claims_its_errors_only_when_it_starts(
+    make_mapping, failing_target, execute_queued
+):
+    mapping = make_mapping(target=failing_target, match_keys=[])
+    seed_records(mapping.source_connection, "contacts", [person(1), person(2)])
+    run_mapping(mapping)
+    first, second = record_errors().order_by("pk")
+    busy = SyncRun.objects.create(organization=mapping.organization, mapping=mapping, trigger=Trigger.MANUAL,
+                                  status=RunStatus.RUNNING, heartbeat_at=timezone.now())
+
+    summary = error_retry(error=first)
+
+    (waiting,) = SyncRun.objects.filter(trigger=Trigger.RETRY)
+    assert (summary["queued"], waiting.status) == (1, RunStatus.QUEUED)
+    first.refresh_from_db()
+    assert first.status == ErrorStatus.OPEN  # not held hostage by a run that cannot start
+    # Meanwhile a person ignores it: the retry, when it starts, leaves it alone.
+    errors_close(organization=mapping.organization, status=ErrorStatus.IGNORED, error_ids=[first.pk], note="Test")
+    SyncRun.objects.filter(pk=busy.pk).update(status=RunStatus.SUCCEEDED, finished_at=timezone.now())
+    set_faults(failing_target)
+
+    with execute_queued():
+        sync_run_execute(run_id=waiting.pk)
+
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.read) == (RunStatus.SUCCEEDED, 0)
+    assert len(records(failing_target)) == 0
+    second.refresh_from_db()
+    assert second.status == ErrorStatus.OPEN
 
 
 # --- corrections stick ------------------------------------------------------------------------------------------

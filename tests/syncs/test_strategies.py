@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from integrations.connectors.sandbox import seed_records
 from syncs.models import ErrorLevel, ErrorStatus, LinkStatus, RecordError, RecordLink, RunStatus
+from syncs.retries import error_retry
 from tests.syncs.helpers import person, records, run_mapping
 
 pytestmark = pytest.mark.django_db
@@ -81,18 +82,21 @@ def test_retry_leaves_durable_errors_open(make_mapping):
     assert error.next_retry_at is None
 
 
-def test_a_retry_run_that_fails_again_counts_an_attempt_and_stops_after_the_last(make_mapping, make_connection):
+def test_a_retry_run_that_fails_again_counts_an_attempt_and_stops_after_the_last(make_mapping, make_connection,
+                                                                                execute_queued):
     target = make_connection("Down", faults={"operations": ["write"], "failure_rate": 1.0, "failure_kind": "503"})
     mapping = make_mapping(target=target, error_strategy="retry", max_retries=2, match_keys=[])
     seed_records(mapping.source_connection, "contacts", [person(1)])
     run_mapping(mapping)
     first = RecordError.objects.filter(level=ErrorLevel.RECORD).get()
 
-    run_mapping(mapping, trigger="retry", options={"errors": [first.pk]})
+    with execute_queued():
+        error_retry(error=first)
     second = RecordError.objects.filter(level=ErrorLevel.RECORD).order_by("pk").last()
     assert (second.attempts, second.status) == (1, ErrorStatus.RETRY_SCHEDULED)
 
-    run_mapping(mapping, trigger="retry", options={"errors": [second.pk]})
+    with execute_queued():
+        error_retry(error=second)
     exhausted = RecordError.objects.filter(level=ErrorLevel.RECORD).order_by("pk").last()
     assert exhausted.attempts == 2
     assert exhausted.status == ErrorStatus.EXHAUSTED
