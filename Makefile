@@ -6,6 +6,18 @@ PYTEST_ARGS ?=
 
 .PHONY: install run test test-faults lint format
 
+# Waits (up to a minute) until the web server answers, so the worker's first calls to the sandbox APIs land.
+define WAIT_FOR_WEB
+import time, urllib.request
+for _ in range(120):
+    try:
+        urllib.request.urlopen("http://127.0.0.1:8000/login/", timeout=2)
+        break
+    except OSError:
+        time.sleep(0.5)
+endef
+export WAIT_FOR_WEB
+
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -16,15 +28,16 @@ install: $(STAMP)
 run: install
 	$(PYTHON) manage.py migrate --noinput
 	$(PYTHON) manage.py demo
-	$(PYTHON) manage.py sync --org demo
 	@echo ""
 	@echo "Resync is starting on http://127.0.0.1:8000/  (admin: http://127.0.0.1:8000/admin/)"
 	@echo "Log in as demo / resync-demo. Ctrl-C stops the web server and the worker."
 	@echo ""
-	@bash -c '$(PYTHON) manage.py qcluster & worker=$$!; \
-		$(PYTHON) manage.py runserver 127.0.0.1:8000 --noreload & web=$$!; \
+	@# The web server first: the demo's sandbox systems are APIs it serves, which the worker calls over HTTP.
+	@bash -c '$(PYTHON) manage.py runserver 127.0.0.1:8000 --noreload & web=$$!; \
 		trap "kill -TERM $$web $$worker 2>/dev/null; wait" INT TERM EXIT; \
-		wait -n'
+		$(PYTHON) -c "$$WAIT_FOR_WEB" && \
+		$(PYTHON) manage.py sync --org demo && \
+		{ $(PYTHON) manage.py qcluster & worker=$$!; wait -n; }'
 
 test: install
 	$(VENV)/bin/ruff check .

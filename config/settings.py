@@ -171,7 +171,7 @@ RESYNC_ENCRYPTION_KEYS = env.list("RESYNC_ENCRYPTION_KEYS", default=[])
 RESYNC_ENCRYPTION_KEY_FILE = VAR_DIR / "encryption.key"
 
 # Delays of the in-request retry of ephemeral HTTP failures (seed 000: 2 s, 4 s, 8 s, then give up).
-RESYNC_HTTP_RETRY_DELAYS = [2, 4, 8]
+RESYNC_HTTP_RETRY_DELAYS = env.list("RESYNC_HTTP_RETRY_DELAYS", cast=float, default=[2, 4, 8])
 RESYNC_HTTP_TIMEOUT = env.float("RESYNC_HTTP_TIMEOUT", default=15.0)
 # The longest Retry-After a sync waits for between two write calls of one batch; a longer one fails the rest of
 # the batch and leaves the wait to the retry schedule, so a worker is not held asleep for minutes.
@@ -181,6 +181,10 @@ RESYNC_HEARTBEAT_STALE_SECONDS = env.int("RESYNC_HEARTBEAT_STALE_SECONDS", defau
 # Tenant-supplied URLs may not point at private or loopback addresses (SSRF), except where this says so
 # (development against local test servers).
 RESYNC_ALLOW_PRIVATE_URLS = env.bool("RESYNC_ALLOW_PRIVATE_URLS", default=False)
+# The sandbox vendor API is served by Resync itself (integrations.sandbox_api): sandbox connections call it at this
+# address. In-process (tests, and workers started by tests) the views are called without a socket.
+RESYNC_SANDBOX_URL = env.str("RESYNC_SANDBOX_URL", default="http://127.0.0.1:8000")
+RESYNC_SANDBOX_IN_PROCESS = env.bool("RESYNC_SANDBOX_IN_PROCESS", default=False)
 
 Q_CLUSTER = {
     "name": "resync",

@@ -4,6 +4,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("hooks/", include("integrations.urls")),
+    path("sandbox/api/", include("integrations.sandbox_api")),
     path("api/", include("config.api_urls")),
     path("", include("accounts.urls")),
     path("", include("syncs.urls")),

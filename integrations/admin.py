@@ -5,11 +5,11 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
 from integrations import webhooks
-from integrations.connectors import PROVIDER_CHOICES
+from integrations.connectors import CONNECTORS, PROVIDER_CHOICES, get_connector_class
 from integrations.connectors.base import webhook_secret_key
 from integrations.crypto import CredentialsDecryptionError
 from integrations.models import Connection, SandboxCallCounter, SandboxRecord, WebhookEndpoint, WebhookEvent
-from integrations.services import connection_config_secret_keys
+from integrations.services import connection_config_secret_keys, connection_update
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -60,11 +60,14 @@ class ConnectionAdminForm(forms.ModelForm):
             raise forms.ValidationError('Enter a JSON object, for example {"api_key": "..."}.')
         return value
 
-    def save(self, commit=True):
-        credentials = self.cleaned_data.get("new_credentials")
-        if credentials is not None:
-            self.instance.credentials = credentials
-        return super().save(commit=commit)
+    def clean(self):
+        # The connector's own form rules (required settings, URLs through the SSRF guard), as in the API.
+        cleaned = super().clean()
+        provider, config = cleaned.get("provider"), cleaned.get("config")
+        if provider in CONNECTORS and isinstance(config, dict):
+            for key, messages in get_connector_class(provider).validate_config(config).items():
+                self.add_error("config", f"{key}: {' '.join(messages)}")
+        return cleaned
 
 
 @admin.register(Connection)
@@ -92,6 +95,10 @@ class ConnectionAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="Credentials set")
     def has_credentials(self, obj):
         return bool(obj.credentials_ciphertext)
+
+    def save_model(self, request, obj, form, change):
+        # The same service as the API: the same checks, and a changed address empties the schema cache.
+        connection_update(connection=obj, credentials=form.cleaned_data.get("new_credentials"))
 
 
 @admin.register(SandboxRecord)

@@ -12,7 +12,6 @@ import json
 
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch, ProtectedError
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -29,7 +28,14 @@ from integrations.models import Connection, WebhookEndpoint, WebhookEvent
 from integrations.services import (
     connection_check,
     connection_config_secret_keys,
+    connection_create,
     connection_describe,
+    connection_hint,
+    connection_objects,
+    connection_schema,
+    connection_schema_refresh,
+    connection_update,
+    provider_forms,
 )
 from integrations.webhooks import (
     webhook_endpoint_create,
@@ -134,17 +140,11 @@ class ConnectionSerializer(serializers.ModelSerializer):
         return _validate_credentials(value)
 
     def create(self, validated_data):
-        credentials = validated_data.pop("credentials", None)
-        connection = Connection(**validated_data)
-        if credentials:
-            connection.credentials = credentials
-        connection.save()
-        return connection
+        return connection_create(**validated_data)
 
     def update(self, connection, validated_data):
-        if "credentials" in validated_data:
-            connection.credentials = validated_data.pop("credentials")
-        return super().update(connection, validated_data)
+        validated_data.pop("provider", None)  # fixed once created (validate_provider refuses a change)
+        return connection_update(connection=connection, **validated_data)
 
 
 class ReconnectedConnectionSerializer(ConnectionSerializer):
@@ -178,6 +178,7 @@ class ConnectorErrorSerializer(serializers.Serializer):
 class ConnectionTestSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     error = ConnectorErrorSerializer(allow_null=True, help_text="Why the check failed; null when it worked.")
+    hint = serializers.CharField(allow_blank=True, help_text="What to do about a failure, in a sentence.")
     checked_at = serializers.DateTimeField()
 
 
@@ -190,6 +191,25 @@ class ConnectionFieldSerializer(serializers.Serializer):
     unique = serializers.BooleanField()
     read_only = serializers.BooleanField()
     format = serializers.CharField(allow_blank=True, help_text='e.g. "e164" for phones, a strftime pattern for dates.')
+
+
+class SettingFieldSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    type = serializers.ChoiceField(choices=["string", "text", "url", "integer", "boolean", "choice", "password"])
+    required = serializers.BooleanField()
+    help = serializers.CharField(allow_blank=True)
+    secret = serializers.BooleanField()
+    default = serializers.JSONField(allow_null=True)
+    choices = serializers.ListField(child=serializers.CharField())
+    placeholder = serializers.CharField(allow_blank=True)
+
+
+class ProviderSerializer(serializers.Serializer):
+    key = serializers.CharField(help_text="The provider of a connection.")
+    label = serializers.CharField()
+    config_fields = SettingFieldSerializer(many=True, help_text="Settings stored in config (not secret).")
+    secret_fields = SettingFieldSerializer(many=True, help_text="Settings stored encrypted in credentials.")
 
 
 class ConnectionObjectSerializer(serializers.Serializer):
@@ -297,6 +317,17 @@ class ConnectionViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
+        summary="List the providers and their connection forms",
+        description="Every external system Resync connects to, with the settings its connection takes: config "
+        "fields (not secret) and secret fields (credentials, write-only). URL settings must point to a public "
+        "address.",
+        responses={200: ProviderSerializer(many=True)},
+    )
+    @action(detail=False, methods=["get"], pagination_class=None, filter_backends=[])
+    def providers(self, request, *args, **kwargs):
+        return Response(ProviderSerializer(provider_forms(), many=True).data)
+
+    @extend_schema(
         summary="Test a connection",
         description="Checks the connection now through its connector and records the check (last_checked_at, "
         "last_error). A failure the connector classified is a 200 with ok=false and the error; an authentication "
@@ -312,6 +343,7 @@ class ConnectionViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
         return Response(ConnectionTestSerializer({
             "ok": error is None,
             "error": ConnectorErrorSerializer.of(error) if error else None,
+            "hint": connection_hint(error) if error else "",
             "checked_at": connection.last_checked_at,
         }).data)
 
@@ -340,26 +372,33 @@ class ConnectionViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
 
     @extend_schema(
         summary="Refresh a connection's schema",
-        description="Describes every object and field of the external system now. Nothing is stored: every run "
-        "describes the objects again when it starts. " + CONNECTOR_FAILURE,
+        description="Describes every object and field of the external system now and keeps the answer: "
+        "mappings, forms and runs use it until the next refresh (a run describes an object again by itself when "
+        "a mapped field is missing from it). " + CONNECTOR_FAILURE,
         request=None,
         responses={200: ConnectionSchemaSerializer},
     )
     @action(detail=True, methods=["post"], url_path="refresh-schema", url_name="refresh-schema")
     def refresh_schema(self, request, *args, **kwargs):
-        schemas = self._describe(self.get_object())
+        connection = self.get_object()
+        schemas = self._describe(connection, refresh=True)
         objects = [{**_object_summary(schema), "fields": _object_fields(schema)} for schema in schemas.values()]
-        return Response(ConnectionSchemaSerializer({"objects": objects, "refreshed_at": timezone.now()}).data)
+        return Response(ConnectionSchemaSerializer({"objects": objects,
+                                                    "refreshed_at": connection.schema_refreshed_at}).data)
 
     @extend_schema(
         summary="List a connection's objects",
-        description="The objects of the external system (name and label). " + CONNECTOR_FAILURE,
+        description="The objects of the external system (name and label), as last described. " + CONNECTOR_FAILURE,
         responses={200: ConnectionObjectSerializer(many=True)},
     )
     @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def objects(self, request, *args, **kwargs):
-        schemas = self._describe(self.get_object())
-        return Response([_object_summary(schema) for schema in schemas.values()])
+        connection = self.get_object()
+        try:
+            objects = connection_objects(connection=connection)
+        except ConnectorError as exc:
+            raise self._unavailable(connection, exc) from None
+        return Response([{"name": o.name, "label": o.label or o.name} for o in objects])
 
     @extend_schema(
         summary="List the fields of one object",
@@ -373,21 +412,30 @@ class ConnectionViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
         pagination_class=None, filter_backends=[],
     )
     def object_fields(self, request, *args, object_name, **kwargs):
-        schemas = self._describe(self.get_object())
-        schema = schemas.get(object_name)
-        if schema is None:
-            raise exceptions.NotFound(f"This connection has no object '{object_name}'.")
+        connection = self.get_object()
+        try:
+            schema = connection_schema(connection=connection, object_name=object_name)
+        except ConnectorError as exc:
+            if exc.code == "object_not_found":
+                raise exceptions.NotFound(f"This connection has no object '{object_name}'.") from None
+            raise self._unavailable(connection, exc) from None
         return Response(_object_fields(schema))
 
-    def _describe(self, connection):
-        """The connection's objects; a 409 problem when its system cannot describe them now."""
+    def _describe(self, connection, *, refresh=False):
+        """The connection's objects with their fields; a 409 problem when its system cannot describe them now."""
         try:
+            if refresh:
+                return connection_schema_refresh(connection=connection)
             return connection_describe(connection=connection)
         except ConnectorError as exc:
-            raise ConnectorProblem(
-                409, exc, code="connector_unavailable",
-                detail=f"Connection '{connection.name}' cannot describe its objects now: {exc.message}",
-            ) from None
+            raise self._unavailable(connection, exc) from None
+
+    @staticmethod
+    def _unavailable(connection, exc):
+        return ConnectorProblem(
+            409, exc, code="connector_unavailable",
+            detail=f"Connection '{connection.name}' cannot describe its objects now: {exc.message}",
+        )
 
 
 # --- webhook endpoints and events ---------------------------------------------------------------------------------

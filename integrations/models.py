@@ -31,6 +31,10 @@ class Connection(TenantModel):
     status_reason = models.CharField(max_length=500, blank=True, default="")
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    # The objects and fields the system last described ({object: ObjectSchema.as_dict()}), kept until someone
+    # refreshes the schema: runs and forms do not describe the system again every time.
+    schema_cache = models.JSONField(default=dict, blank=True)
+    schema_refreshed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -66,6 +70,10 @@ class SandboxRecord(TenantModel):
     object_name = models.CharField(max_length=50)
     external_id = models.CharField(max_length=64)
     data = models.JSONField(default=dict)
+    # The lower-cased value of the object's unique field (a contact's email, a company's domain): the sandbox
+    # API checks uniqueness through this index, not by scanning every record. Not a constraint: seeded source
+    # data may hold duplicates, as real data does.
+    unique_key = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(db_index=True)
 
@@ -76,7 +84,11 @@ class SandboxRecord(TenantModel):
                 fields=["connection", "object_name", "external_id"], name="sandbox_record_unique_external_id"
             ),
         ]
-        indexes = [models.Index(fields=["connection", "object_name", "modified_at"], name="sandbox_read_idx")]
+        indexes = [
+            # Keyset reads: (modified_at, id) after the cursor.
+            models.Index(fields=["connection", "object_name", "modified_at", "id"], name="sandbox_read_idx"),
+            models.Index(fields=["connection", "object_name", "unique_key"], name="sandbox_unique_key_idx"),
+        ]
 
     def __str__(self):
         return f"{self.object_name}/{self.external_id}"

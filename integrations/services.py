@@ -1,26 +1,51 @@
-"""Connection workflows the engine, the API and the UI share: checking a connection, reconnecting it,
-describing its objects.
+"""Connection workflows the engine, the API, the admin and the UI share: creating and changing a connection
+(its config checked by its connector's declared form, every URL by the SSRF guard), checking it, reconnecting
+it, and its schema (cached on the connection, refreshed on demand).
 
 A connection's config must never hold secrets: `connection_config_secret_keys` finds the keys that look secret,
 by redaction's pattern, so they go to the encrypted credentials instead.
 """
 
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from integrations.connectors import UnknownProvider, get_connector
+from integrations.connectors import CONNECTORS, UnknownProvider, get_connector, get_connector_class
+from integrations.connectors.base import ObjectSchema, ObjectSummary
 from integrations.errors import ConnectorError, ErrorCategory
-from integrations.models import ConnectionStatus
+from integrations.models import Connection, ConnectionStatus
 from integrations.redaction import NOT_SECRET_KEYS, SECRET_KEY_PATTERN
 from syncs.events import log_event
 
 __all__ = [
     "connection_check",
     "connection_config_secret_keys",
+    "connection_create",
     "connection_describe",
+    "connection_hint",
     "connection_needs_reauth",
+    "connection_objects",
     "connection_reconnect",
+    "connection_schema",
+    "connection_schema_refresh",
+    "connection_update",
     "connector_for",
+    "provider_forms",
 ]
+
+# What a person can do about a failed check, by category: "Test connection" says it next to the message.
+CHECK_HINTS = {
+    ErrorCategory.AUTH: "The credentials were refused: enter a new token or key and reconnect.",
+    ErrorCategory.PERMISSION: "The credentials work but lack a permission (scope): grant it in the system, then "
+                              "reconnect.",
+    ErrorCategory.CONNECTION: "The system could not be reached: check the address (instance URL, domain) or its "
+                              "status page; Resync retries on its own.",
+    ErrorCategory.TIMEOUT: "The system did not answer in time: it may be overloaded; Resync retries on its own.",
+    ErrorCategory.RATE_LIMIT: "The system's rate limit is used up: Resync waits and retries.",
+    ErrorCategory.NOT_FOUND: "The address answers, but not as this system's API: check the instance URL or "
+                             "domain.",
+    ErrorCategory.MAPPING: "Resync cannot use this connection as configured.",
+}
 
 
 def connector_for(connection):
@@ -81,13 +106,141 @@ def connection_reconnect(*, connection, credentials=None):
     return connection
 
 
-def connection_describe(*, connection):
-    """The connection's objects as its system describes them now ({name: ObjectSchema}); raises ConnectorError.
+def connection_hint(error):
+    """What to do about a failed check, in a sentence (empty when there is nothing useful to add)."""
+    return CHECK_HINTS.get(error.category, "")
 
-    Nothing is cached: the engine describes the objects again at the start of every run, so a stored copy
-    would only go stale.
-    """
-    return connector_for(connection).describe()
+
+# --- create and change ---------------------------------------------------------------------------------------
+
+
+CONNECTION_FIELDS = ("name", "config", "credentials", "status")
+
+
+def provider_forms():
+    """Every provider with its connection form: [{"key", "label", "config_fields", "secret_fields"}]."""
+    forms = []
+    for key, (label, _path) in CONNECTORS.items():
+        connector = get_connector_class(key)
+        forms.append({"key": key, "label": label,
+                      "config_fields": [field.as_dict() for field in connector.config_fields],
+                      "secret_fields": [field.as_dict() for field in connector.secret_fields]})
+    return forms
+
+
+@transaction.atomic
+def connection_create(*, organization, name, provider, config=None, credentials=None):
+    """Create a connection after its connector has checked the config (URLs through the SSRF guard) and the
+    credentials; raise ValidationError keyed by field ("config.base_url", "credentials.api_key", "name")."""
+    if provider not in CONNECTORS:
+        raise ValidationError({"provider": [f"Unknown provider “{provider}”."]})
+    connection = Connection(organization=organization, name=name, provider=provider, config=config or {})
+    if credentials:
+        connection.credentials = credentials
+    return _connection_save(connection, config=config or {}, credentials=credentials)
+
+
+@transaction.atomic
+def connection_update(*, connection, **fields):
+    """Change a connection's name, config (replaced as a whole), credentials or status; the same checks as
+    connection_create. Credentials given are replaced; {} removes them. A changed config empties the schema
+    cache: the other address may describe other objects. A connection whose fields were set by a form (the
+    admin's) is saved by calling this with the credentials only."""
+    unknown = set(fields) - set(CONNECTION_FIELDS)
+    if unknown:
+        raise TypeError(f"Not a connection setting: {', '.join(sorted(unknown))}")
+    credentials = fields.pop("credentials", None)
+    for name, value in fields.items():
+        setattr(connection, name, value)
+    if credentials is not None:
+        connection.credentials = credentials
+    stored = Connection.objects.filter(pk=connection.pk).values_list("config", flat=True).first()
+    if connection.pk and stored != connection.config:
+        connection.schema_cache, connection.schema_refreshed_at = {}, None
+    return _connection_save(connection, config=connection.config, credentials=credentials)
+
+
+def _connection_save(connection, *, config, credentials):
+    errors = {}
+    try:
+        connector = get_connector_class(connection.provider)
+    except UnknownProvider:
+        connector = None  # a provider retired after the connection was made: its config cannot be checked
+    if connector is not None:
+        for key, messages in connector.validate_config(config).items():
+            errors[f"config.{key}"] = messages
+        if credentials:
+            for key, messages in connector.validate_credentials(credentials).items():
+                errors[f"credentials.{key}"] = messages
+    for path in connection_config_secret_keys(config):
+        errors[path] = ["This looks like a secret: put it in credentials, which are stored encrypted."]
+    clash = Connection.objects.for_org(connection.organization).filter(name=connection.name)
+    if clash.exclude(pk=connection.pk).exists():
+        errors["name"] = ["Another connection of your organization has this name."]
+    if errors:
+        raise ValidationError(errors)
+    try:
+        with transaction.atomic():
+            connection.save()
+    except IntegrityError:
+        raise ValidationError({"name": ["Another connection of your organization has this name."]}) from None
+    return connection
+
+
+# --- schema ------------------------------------------------------------------------------------------------------
+
+
+def connection_objects(*, connection, refresh=False):
+    """The objects of the connection's system ([ObjectSummary]), cached on the connection."""
+    cached = (connection.schema_cache or {}).get("objects")
+    if cached is not None and not refresh:
+        return [ObjectSummary(**item) for item in cached]
+    objects = connector_for(connection).list_objects()
+    _cache_update(connection, objects=[{"name": o.name, "label": o.label} for o in objects])
+    return objects
+
+
+def connection_schema(*, connection, object_name, refresh=False):
+    """One object's schema, cached on the connection; raises ConnectorError (an unknown object is a mapping
+    error). `refresh` describes it again now."""
+    cached = (connection.schema_cache or {}).get("schemas", {}).get(object_name)
+    if cached is not None and not refresh:
+        return ObjectSchema.from_dict(cached)
+    schema = connector_for(connection).describe_object(object_name)
+    _cache_update(connection, schemas={object_name: schema.as_dict()})
+    return schema
+
+
+def connection_describe(*, connection, refresh=False):
+    """Every object of the connection with its fields ({name: ObjectSchema}), from the cache where it has them;
+    raises ConnectorError."""
+    objects = connection_objects(connection=connection, refresh=refresh)
+    return {summary.name: connection_schema(connection=connection, object_name=summary.name, refresh=refresh)
+            for summary in objects}
+
+
+def connection_schema_refresh(*, connection):
+    """"Refresh schema": describe every object again now and replace the cache."""
+    connection.schema_cache = {}
+    schemas = connection_describe(connection=connection, refresh=True)
+    log_event("connection_schema_refreshed", connection=connection.name, objects=len(schemas))
+    return schemas
+
+
+def _cache_update(connection, *, objects=None, schemas=None):
+    with transaction.atomic():
+        # Another process may have cached other objects meanwhile: merge into the stored cache, not ours.
+        row = Connection.objects.select_for_update().filter(pk=connection.pk).first()
+        cache = dict((row.schema_cache if row is not None else connection.schema_cache) or {})
+        if objects is not None:
+            cache["objects"] = objects
+        if schemas:
+            cache["schemas"] = {**cache.get("schemas", {}), **schemas}
+        connection.schema_cache = cache
+        connection.schema_refreshed_at = timezone.now()
+        if row is not None:
+            Connection.objects.filter(pk=connection.pk).update(schema_cache=cache,
+                                                               schema_refreshed_at=connection.schema_refreshed_at)
 
 
 def connection_config_secret_keys(config, path="config"):

@@ -27,5 +27,6 @@ def webhook_receive_view(request, code):
     raw_body = request.read(MAX_BODY_BYTES + 1)
     if len(raw_body) > MAX_BODY_BYTES:
         return _answer(*webhook_body_too_large())
-    status_code, body = webhook_receive(code=code, headers=request.headers, raw_body=raw_body)
+    status_code, body = webhook_receive(code=code, method=request.method, url=request.build_absolute_uri(),
+                                        headers=request.headers, raw_body=raw_body)
     return _answer(status_code, body)

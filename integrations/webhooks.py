@@ -165,13 +165,14 @@ def _active_endpoint(code):
     )
 
 
-def webhook_receive(*, code, headers, raw_body, now=None):
+def webhook_receive(*, code, headers, raw_body, method="POST", url="", now=None):
     """Verify and store one delivery; returns (HTTP status, body). Never does sync work: processing is queued.
 
     202 {"status": "accepted", "event": <event code>} for a new event; 200 {"status": "duplicate"} for an event
     id already received (nothing stored or processed again); problem JSON otherwise: 404 for an unknown or
     inactive endpoint (the same body for both), 413 for a body over MAX_BODY_BYTES, 401 for a missing, stale or
-    wrong signature and 400 for a body that is not JSON or has no event id, with nothing stored.
+    wrong signature and 400 for a body that is not JSON or has no event id, with nothing stored. `method` and
+    `url` (the full URL as received) go to the connector for schemes that sign them.
     """
     now = now or timezone.now()
     headers = {str(name).lower(): str(value) for name, value in headers.items()}
@@ -188,7 +189,8 @@ def webhook_receive(*, code, headers, raw_body, now=None):
         log_event("webhook_secrets_unreadable", level=logging.ERROR, endpoint=str(endpoint.code))
         secrets = []
     try:
-        connector.verify_webhook(secrets=secrets, headers=headers, raw_body=raw_body, now=now)
+        connector.verify_webhook(secrets=secrets, method=method, url=url, headers=headers, raw_body=raw_body,
+                                 now=now)
     except WebhookSignatureError as exc:
         return _rejected(401, code=exc.code, detail=exc.message, endpoint=endpoint, title="Invalid signature")
     try:
@@ -315,7 +317,7 @@ def _finish(event, status, outcome):
 def _process(event):
     connection = event.endpoint.connection
     try:
-        changes = connection.get_connector().parse_webhook(event.payload)
+        changes = connection.get_connector().parse_webhook(event.payload, headers=event.headers or {})
     except WebhookPayloadError as exc:
         return _finish(event, WebhookEventStatus.FAILED, f"The payload was not understood: {exc.message}")
     by_object = {}

@@ -108,9 +108,10 @@ class Mapping(TenantModel):
     schedule_cron = models.CharField(max_length=100, blank=True, default="")
     is_active = models.BooleanField(default=True)
     paused_reason = models.CharField(max_length=500, blank=True, default="")
-    # Delta cursors: the modified-since time of the last run that left nothing behind, per direction.
-    source_cursor = models.DateTimeField(null=True, blank=True)
-    target_cursor = models.DateTimeField(null=True, blank=True)
+    # Delta cursors, per direction: where the last run that left nothing behind stopped reading. Opaque: each
+    # connector defines its own (a keyset such as (updated_at, id), or a modified-time filter taken inclusively).
+    source_cursor = models.TextField(blank=True, default="")
+    target_cursor = models.TextField(blank=True, default="")
     last_successful_sync_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

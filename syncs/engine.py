@@ -28,7 +28,7 @@ from integrations.crypto import CredentialsDecryptionError
 from integrations.errors import ConnectorError, ErrorCategory
 from integrations.models import ConnectionStatus
 from integrations.redaction import scrub, scrub_text
-from integrations.services import connection_check, connection_needs_reauth
+from integrations.services import connection_check, connection_needs_reauth, connection_schema
 from mappings.models import ConflictPolicy, Direction, ErrorStrategy, LoggingLevel, Mapping, WriteMode
 from mappings.transforms import TransformContext, TransformError, apply_transforms
 from mappings.validation import validate_payload
@@ -307,7 +307,7 @@ class RunExecutor:
             # Fixed at the first claim, so a run taken over after a killed worker reads the same delta.
             run.cursor_from = self.mapping.source_cursor
             if self.mapping.target_cursor:
-                run.options = {**run.options, "reverse_cursor_from": self.mapping.target_cursor.isoformat()}
+                run.options = {**run.options, "reverse_cursor_from": self.mapping.target_cursor}
             run.save(update_fields=["cursor_from", "options"])
         try:
             passes = self.build_passes()
@@ -346,9 +346,10 @@ class RunExecutor:
         source, target = source_conn.get_connector(), target_conn.get_connector()
         for connection in (source_conn, target_conn):
             self.check_connection(connection)
-        source_schema = source.schema_for(mapping.source_object)
-        target_schema = target.schema_for(mapping.target_object)
         field_mappings = list(mapping.field_mappings.all())
+        source_schema = self.schema(source_conn, mapping.source_object,
+                                    {fm.source_field for fm in field_mappings if fm.source_field})
+        target_schema = self.schema(target_conn, mapping.target_object, {fm.target_field for fm in field_mappings})
         for fm in field_mappings:
             if fm.source_field and fm.source_field not in source_schema.fields:
                 raise ConnectorError(
@@ -390,6 +391,14 @@ class RunExecutor:
             ))
         return passes
 
+    @staticmethod
+    def schema(connection, object_name, fields):
+        """The object's cached schema, described again once when it lacks a mapped field (added since)."""
+        schema = connection_schema(connection=connection, object_name=object_name)
+        if not fields <= set(schema.fields):
+            schema = connection_schema(connection=connection, object_name=object_name, refresh=True)
+        return schema
+
     def check_connection(self, connection):
         # The same check as "Test connection": it records the outcome and flags an auth failure for reauth.
         error = connection_check(connection=connection)
@@ -402,9 +411,7 @@ class RunExecutor:
         if self.replay:
             self.replay_pass(sync_pass)
             return
-        cursor = self.run.cursor_from if sync_pass.direction == FORWARD else self.run.options.get("reverse_cursor_from")
-        if isinstance(cursor, str):
-            cursor = datetime.fromisoformat(cursor)
+        cursor = self.pass_cursor(self.run, sync_pass)
         previous = list(
             SyncBatch.objects.filter(run=self.run, direction=sync_pass.direction).order_by("sequence")
         )
@@ -416,7 +423,13 @@ class RunExecutor:
             if not finished[-1].next_page_token:
                 return  # this pass was completed by an earlier (killed) attempt
             token = finished[-1].next_page_token
-        read_total = sum(b.record_count for b in finished)
+        self.read_pages(sync_pass, token=token, cursor=cursor, sequence=sequence,
+                        read_total=sum(b.record_count for b in finished))
+
+    def read_pages(self, sync_pass, *, token, cursor, sequence, read_total=0):
+        """Read pages from `token` (None: the first page of the read from `cursor`) to the last one, one batch
+        each, numbered after `sequence`. A page that fails to load is a batch error; the read goes on past it
+        only where the connector can tell the next page's token without loading it (offset paging)."""
         while True:
             if self.cancel_requested():
                 return
@@ -436,17 +449,13 @@ class RunExecutor:
             if self.sample_limit:
                 size = min(size, int(self.sample_limit) - read_total)
             try:
-                page = sync_pass.near.read_page(
-                    sync_pass.near_object, page_token=token, modified_since=cursor, page_size=size
-                )
+                page = sync_pass.near.read_page(sync_pass.near_object, page_token=token, cursor=cursor, page_size=size)
             except ConnectorError as exc:
                 if self.call_failed(exc, sync_pass.near_connection):
                     batch.delete()  # never read: the records are read again after the reconnect
                     raise exc from None
                 self.batch_failed(batch, exc, sync_pass)
-                token = sync_pass.near.next_page_token(
-                    sync_pass.near_object, token, modified_since=cursor, page_size=size
-                )
+                token = sync_pass.near.next_page_token(sync_pass.near_object, token, cursor=cursor, page_size=size)
                 if token is None or self.stopped:
                     return
                 continue
@@ -459,12 +468,17 @@ class RunExecutor:
                 next_token = None
             batch.record_count = len(records)
             batch.next_page_token = next_token or ""
-            modified = [r.modified_at for r in records if r.modified_at]
-            batch.max_modified_at = max(modified) if modified else None
+            batch.cursor = page.cursor or ""
             self.process_batch(sync_pass, batch, records)
             if self.stopped or not next_token:
                 return
             token = next_token
+
+    @staticmethod
+    def pass_cursor(run, sync_pass):
+        """Where a pass of `run` reads from: the connector's opaque cursor, None to read everything."""
+        cursor = run.cursor_from if sync_pass.direction == FORWARD else run.options.get("reverse_cursor_from")
+        return cursor or None
 
     def replay_pass(self, sync_pass):
         """Fetch failed batches again by their page token, and replay loose failing records (safe replay)."""
@@ -516,15 +530,44 @@ class RunExecutor:
                     raise self.halt[0]
                 batch.record_count = len(records) + len(failures)
                 self.process_batch(sync_pass, batch, records, replay_info=info, failures=failures)
+        if not self.dry_run and not self.stopped and not self.canceled:
+            self.read_on_after_replayed_pages(sync_pass, units=len(units))
+
+    def read_on_after_replayed_pages(self, sync_pass, *, units):
+        """A run whose read stopped at a page that failed to load (cursor paging cannot skip a page) never read
+        the pages after it: once the retry has loaded that page, it reads on to the last page, in batches
+        numbered after its units (so a retry taken over after a killed worker picks up where it was)."""
+        rows = list(SyncBatch.objects.filter(run=self.run, direction=sync_pass.direction)
+                    .select_related("source_batch__run").order_by("sequence"))
+        starts = [row for row in rows if row.sequence <= units and row.source_batch is not None
+                  and row.status in FINISHED_BATCH_STATUSES and row.next_page_token
+                  and self.ended_its_read(row.source_batch)]
+        if not starts:
+            return
+        start = starts[-1]
+        finished = [row for row in rows if row.sequence > units and row.status in FINISHED_BATCH_STATUSES]
+        token = finished[-1].next_page_token if finished else start.next_page_token
+        if not token:
+            return
+        self.read_pages(sync_pass, token=token, cursor=self.pass_cursor(start.source_batch.run, sync_pass),
+                        sequence=units + len(finished))
+
+    @staticmethod
+    def ended_its_read(batch):
+        """Whether a failed page was the last its first run read in that direction (that run could not get past
+        it); a retry of a retry asks about the first failure."""
+        seen = set()
+        while batch.source_batch_id and batch.pk not in seen:
+            seen.add(batch.pk)
+            batch = batch.source_batch
+        return batch.record_count == 0 and not SyncBatch.objects.filter(
+            run_id=batch.run_id, direction=batch.direction, sequence__gt=batch.sequence).exists()
 
     def replay_batch(self, sync_pass, batch, original):
-        cursor = original.run.cursor_from if sync_pass.direction == FORWARD else (
-            original.run.options.get("reverse_cursor_from"))
-        if isinstance(cursor, str):
-            cursor = datetime.fromisoformat(cursor)
+        cursor = self.pass_cursor(original.run, sync_pass)
         try:
             page = sync_pass.near.read_page(sync_pass.near_object, page_token=original.page_token or None,
-                                            modified_since=cursor, page_size=self.page_size)
+                                            cursor=cursor, page_size=self.page_size)
         except ConnectorError as exc:
             if self.call_failed(exc, sync_pass.near_connection):
                 batch.delete()
@@ -532,6 +575,7 @@ class RunExecutor:
             self.batch_failed(batch, exc, sync_pass, retrying=original)
             return
         batch.record_count = len(page.records)
+        batch.next_page_token = page.next_token or ""
         self.process_batch(sync_pass, batch, page.records)
         if not self.dry_run:
             self.batch_recovered(original)
@@ -1029,7 +1073,9 @@ class RunExecutor:
         before it is sent again, and not sent again when there are none: RecordLink cannot see what a lost
         answer created.
         """
-        pairs, groups, failed_in_a_row = [], [list(items)] if items else [], 0
+        size = max(1, int(sync_pass.far.max_write_batch))
+        pairs, failed_in_a_row = [], 0
+        groups = [list(items[start:start + size]) for start in range(0, len(items), size)]
         while groups and not self.halt:
             group = [item for item in groups.pop(0) if not item.done]
             if not group:
@@ -1186,13 +1232,13 @@ class RunExecutor:
     def finish(self):
         run = self.run
         totals = dict.fromkeys(COUNT_FIELDS, 0)
-        max_modified = {FORWARD: None, REVERSE: None}
-        for batch in SyncBatch.objects.filter(run=run):
+        # Pages are read in the cursor's order: the last page that says where to resume is where the next run does.
+        reached = {FORWARD: "", REVERSE: ""}
+        for batch in SyncBatch.objects.filter(run=run).order_by("direction", "sequence"):
             for name in COUNT_FIELDS:
                 totals[name] += int(batch.counts.get(name, 0))
-            if batch.max_modified_at and (max_modified[batch.direction] is None
-                                          or batch.max_modified_at > max_modified[batch.direction]):
-                max_modified[batch.direction] = batch.max_modified_at
+            if batch.cursor:
+                reached[batch.direction] = batch.cursor
         for name, value in totals.items():
             setattr(run, name, value)
         run.finished_at = timezone.now()
@@ -1222,11 +1268,11 @@ class RunExecutor:
                 mapping = Mapping.objects.select_for_update().get(pk=self.mapping.pk)
                 update = ["last_successful_sync_at", "updated_at"]
                 mapping.last_successful_sync_at = run.finished_at
-                if max_modified[FORWARD]:
-                    run.cursor_to = mapping.source_cursor = max_modified[FORWARD]
+                if reached[FORWARD]:
+                    run.cursor_to = mapping.source_cursor = reached[FORWARD]
                     update.append("source_cursor")
-                if max_modified[REVERSE]:
-                    mapping.target_cursor = max_modified[REVERSE]
+                if reached[REVERSE]:
+                    mapping.target_cursor = reached[REVERSE]
                     update.append("target_cursor")
                 mapping.save(update_fields=update)
             run.save()

@@ -49,8 +49,9 @@ class SyncRun(TenantModel):
     is_test = models.BooleanField(default=False)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     root = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="descendants")
-    cursor_from = models.DateTimeField(null=True, blank=True)
-    cursor_to = models.DateTimeField(null=True, blank=True)
+    # The connector's opaque cursors: where this run started reading, and where the mapping's cursor moved to.
+    cursor_from = models.TextField(blank=True, default="")
+    cursor_to = models.TextField(blank=True, default="")
     read = models.PositiveIntegerField(default=0)
     created = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)
@@ -102,13 +103,14 @@ class SyncBatch(TenantModel):
     run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="batches")
     sequence = models.PositiveIntegerField()
     direction = models.CharField(max_length=10, default="forward")
-    page_token = models.CharField(max_length=500, blank=True, default="")
-    next_page_token = models.CharField(max_length=500, blank=True, default="")
+    page_token = models.TextField(blank=True, default="")
+    next_page_token = models.TextField(blank=True, default="")
     status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.PENDING)
     record_count = models.PositiveIntegerField(default=0)
     # This batch's share of the run's counts: a run resumed after a killed worker re-adds them exactly.
     counts = models.JSONField(default=dict, blank=True)
-    max_modified_at = models.DateTimeField(null=True, blank=True)
+    # Where an incremental read resumes after this page (the connector's Page.cursor).
+    cursor = models.TextField(blank=True, default="")
     error = models.TextField(blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)
     # In a retry-failures run: the failed batch of an earlier run that this batch fetches again.
@@ -268,8 +270,13 @@ class RecordLink(TenantModel):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        # A link is known by either side: the reverse pass of a two-way mapping starts from a target record that
+        # has no source record yet (empty source id), so each side is unique only where it is set.
         constraints = [
-            models.UniqueConstraint(fields=["mapping", "source_record_id"], name="link_unique_source_record"),
+            models.UniqueConstraint(fields=["mapping", "source_record_id"], condition=~models.Q(source_record_id=""),
+                                    name="link_unique_source_record"),
+            models.UniqueConstraint(fields=["mapping", "target_record_id"], condition=~models.Q(target_record_id=""),
+                                    name="link_unique_target_record"),
         ]
         indexes = [
             models.Index(fields=["mapping", "target_record_id"], name="link_target_idx"),

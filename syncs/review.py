@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from integrations.errors import ConnectorError
-from integrations.services import connector_for
+from integrations.services import connection_schema
 from mappings.models import Mapping
 from mappings.validation import validate_payload
 from syncs.chains import errors_settle
@@ -47,7 +47,7 @@ def error_edit_and_retry(*, error, payload, force=False):
     far = mapping.target_connection if error.direction == "forward" else mapping.source_connection
     far_object = mapping.target_object if error.direction == "forward" else mapping.source_object
     try:
-        schema = connector_for(far).schema_for(far_object)
+        schema = connection_schema(connection=far, object_name=far_object)
     except ConnectorError as exc:
         # The correction cannot be checked against a schema the target does not give: say so, change nothing.
         raise ValidationError(f"The target's schema is not available: {exc.message}", code=exc.code) from exc

@@ -17,6 +17,16 @@ def _tasks_run_inline(monkeypatch):
     monkeypatch.setattr(Conf, "SYNC", True)
 
 
+@pytest.fixture(autouse=True)
+def _sandbox_in_process(settings):
+    # The sandbox API's views answer in this process (no web server runs during tests); its answers still go
+    # through integrations.connectors.http as any vendor's do.
+    settings.RESYNC_SANDBOX_IN_PROCESS = True
+    settings.RESYNC_SANDBOX_URL = "http://sandbox.resync.test"
+    # One call, one answer: a test about in-request retries sets its own delays.
+    settings.RESYNC_HTTP_RETRY_DELAYS = []
+
+
 @pytest.fixture
 def org(db):
     return Organization.objects.create(name="Acme", slug="acme")

@@ -4,6 +4,13 @@ from django.utils.module_loading import import_string
 
 CONNECTORS = {
     "sandbox": ("Sandbox", "integrations.connectors.sandbox.SandboxConnector"),
+    "hubspot": ("HubSpot", "integrations.connectors.hubspot.HubSpotConnector"),
+    "salesforce": ("Salesforce", "integrations.connectors.salesforce.SalesforceConnector"),
+    "pipedrive": ("Pipedrive", "integrations.connectors.pipedrive.PipedriveConnector"),
+    "jobber": ("Jobber", "integrations.connectors.jobber.JobberConnector"),
+    "shopify": ("Shopify", "integrations.connectors.shopify.ShopifyConnector"),
+    "postgres_table": ("PostgreSQL table", "integrations.connectors.postgres_table.PostgresTableConnector"),
+    "connector_service": ("Connector service", "integrations.connectors.connector_service.ConnectorServiceConnector"),
 }
 
 PROVIDER_CHOICES = [(key, label) for key, (label, _path) in CONNECTORS.items()]

@@ -1,7 +1,10 @@
 """The one outbound HTTP path and the one place HTTP answers become ConnectorErrors.
 
 `request()` guards the URL against SSRF, sends with a timeout, retries ephemeral failures in-request (2 s, 4 s,
-8 s by default, never sooner than Retry-After) and raises a classified ConnectorError otherwise.
+8 s by default, never sooner than Retry-After) and raises a classified ConnectorError otherwise. A request that
+is not idempotent (a POST that creates) is sent again only when the failure says it was not carried out (the
+connection was never made, a 429 or 503, "retry later"): after a read timeout or a 500 it may have created
+something, and a second copy would be a record RecordLink cannot see.
 `classify_response()` and `classify_exception()` turn a status, headers and body (problem JSON per seed 001, or
 a vendor's own shape) or a requests exception into the error model of ARCHITECTURE.md. A vendor connector
 handles only its quirks and passes everything else to them.
@@ -352,6 +355,8 @@ def is_public_address(address):
         embedded = ip.ipv4_mapped or ip.sixtofour
         if embedded is not None:
             return is_public_address(embedded)
+    # fec0::/10 (IPv6 site-local, deprecated but still routed on some networks) is not covered by is_private.
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
     return not (
         ip.is_loopback
         or ip.is_private
@@ -359,6 +364,7 @@ def is_public_address(address):
         or ip.is_unspecified
         or ip.is_multicast
         or ip.is_reserved
+        or site_local
         or not ip.is_global
     )
 
@@ -418,6 +424,15 @@ def guard_url(url):
             )
 
 
+def guard_host(host, port):
+    """Raise UnsafeURL unless `host` resolves only to public addresses (for connections that are not HTTP, such
+    as a database): the same rule as guard_url, loopback and private hosts allowed only where
+    RESYNC_ALLOW_PRIVATE_URLS says so. Check the address actually connected to as well where the client allows."""
+    if not host or any(c in host for c in "/@ "):
+        raise UnsafeURL("The host name is not valid", detail=f"host {host!r}")
+    guard_url(f"http://{host if ':' not in host else f'[{host}]'}:{int(port)}/")
+
+
 class _PeerCheckMixin:
     def _new_conn(self):
         sock = super()._new_conn()
@@ -475,11 +490,14 @@ def _mount_guard(session):
             session.mount(prefix, GuardedAdapter())
 
 
-def _response_body(response):
+def response_body(response):
     try:
         return response.content
     except requests.RequestException:
         return None
+
+
+IDEMPOTENT_METHODS = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
 
 
 def request(
@@ -492,22 +510,31 @@ def request(
     timeout=None,
     secrets=(),
     classify: Callable | None = None,
+    idempotent=None,
+    trusted=False,
     **kwargs,
 ) -> requests.Response:
     """Send one HTTP request the Resync way and return the successful response, or raise ConnectorError.
 
     Retryable failures are retried after each of `retry_delays` (default settings.RESYNC_HTTP_RETRY_DELAYS),
     waiting max(delay, Retry-After); a Retry-After over MAX_IN_REQUEST_WAIT gives up at once so the retry
-    scheduler can wait instead. `classify(response, secrets=...)` replaces the default response
-    classification for a vendor's quirks. Other keyword arguments go to requests.
+    scheduler can wait instead. `idempotent` (default: by method; say True for a read sent as POST, such as a
+    search or a GraphQL query, or an update that sets fields) allows sending again after a failure that may
+    have been carried out; otherwise only failures that were not are retried. `classify(response, secrets=...)`
+    replaces the default response classification for a vendor's quirks. `trusted` skips the SSRF guard, for
+    an address that comes from Resync's own settings and never from a tenant (the sandbox API). Other keyword
+    arguments go to requests.
     """
-    guard_url(url)
+    if not trusted:
+        guard_url(url)
     if session is None:
-        session = new_session()
-    else:
+        session = new_session() if not trusted else requests.Session()
+    elif not trusted:
         _mount_guard(session)
     delays = list(settings.RESYNC_HTTP_RETRY_DELAYS if retry_delays is None else retry_delays)
     timeout = settings.RESYNC_HTTP_TIMEOUT if timeout is None else timeout
+    if idempotent is None:
+        idempotent = method.upper() in IDEMPOTENT_METHODS
     attempt = 0
     while True:
         try:
@@ -523,13 +550,15 @@ def request(
                 error = classify_response(
                     response.status_code,
                     response.headers,
-                    _response_body(response),
+                    response_body(response),
                     reason=response.reason,
                     secrets=secrets,
                 )
             if error is None:
                 return response
         if not error.retryable or attempt >= len(delays):
+            raise error
+        if error.may_have_applied and not idempotent:
             raise error
         if error.retry_after is not None and error.retry_after > MAX_IN_REQUEST_WAIT:
             raise error

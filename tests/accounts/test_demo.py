@@ -85,7 +85,7 @@ def test_it_creates_a_clean_shop_and_a_flaky_crm_without_printing_their_keys():
     assert crm.provider == "sandbox"
     assert crm.credentials == {"api_key": "demo-crm-key"}
     assert crm.config["faults"]["rate_limit_every"] == 7
-    assert crm.config["faults"]["failure_kind"] == "503"
+    assert crm.config["faults"]["failure_kind"] == ["503", "timeout"]
     assert "demo-shop-key" not in output
     assert "demo-crm-key" not in output
 

@@ -479,3 +479,47 @@ def test_credentials_never_appear_in_any_connection_response(api, org, make_conn
     for response in responses:
         text = response.content.decode()
         assert not [secret for secret in secrets if secret in text], (response.request["PATH_INFO"], text)
+
+
+@pytest.mark.parametrize("address", [
+    "http://127.0.0.1:8000/", "http://localhost/", "http://169.254.169.254/latest/meta-data/", "http://10.0.0.5/",
+    "http://[fec0::1]/", "http://[::1]/", "file:///etc/passwd",
+])
+def test_a_connection_to_a_private_loopback_or_metadata_address_is_refused_when_saved(api, address):
+    body = assert_problem(api.post(URL, {"name": "Sneaky", "provider": "hubspot", "config": {"base_url": address},
+                                         "credentials": {"access_token": "pat-na1-x"}}, format="json"), 400)
+
+    assert set(body["errors"]) == {"config.base_url"}
+    assert not Connection.objects.filter(name="Sneaky").exists()
+
+
+def test_changing_a_connection_to_a_private_address_is_refused_too(api, org):
+    connection = Connection.objects.create(organization=org, name="CRM", provider="hubspot")
+
+    body = assert_problem(api.patch(url(connection), {"config": {"base_url": "http://192.168.1.10/"}},
+                                    format="json"), 400)
+
+    assert set(body["errors"]) == {"config.base_url"}
+    connection.refresh_from_db()
+    assert connection.config == {}
+
+
+def test_the_providers_list_their_connection_forms(api):
+    providers = {item["key"]: item for item in api.get(URL + "providers/").json()}
+
+    assert {"sandbox", "hubspot", "salesforce", "pipedrive", "jobber", "shopify", "postgres_table",
+            "connector_service"} <= set(providers)
+    salesforce = providers["salesforce"]
+    assert {field["name"] for field in salesforce["config_fields"]} >= {"instance_url", "base_url"}
+    assert all(field["secret"] for field in salesforce["secret_fields"])
+    assert "base_url" in {field["name"] for field in providers["hubspot"]["config_fields"]}
+
+
+def test_a_failed_test_says_what_to_do(api, make_connection):
+    connection = make_connection("Expired", faults={"expired_credentials": True})
+
+    body = api.post(url(connection, "test/")).json()
+
+    assert body["ok"] is False
+    assert body["error"]["category"] == "auth"
+    assert "reconnect" in body["hint"]

@@ -232,7 +232,7 @@ def test_a_running_run_stops_before_its_next_batch_when_canceled(api, make_mappi
     assert (run.read, run.created) == (2, 2)  # the batch under way finished; no other batch started
     assert len(records(mapping.target_connection)) == 2
     mapping.refresh_from_db()
-    assert mapping.source_cursor is None
+    assert mapping.source_cursor == ""
 
 
 # --- roles --------------------------------------------------------------------------------------------------------

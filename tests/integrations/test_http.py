@@ -315,6 +315,8 @@ def test_it_scrubs_secrets_from_exception_details():
         "http://[::1]/",
         "http://[::ffff:127.0.0.1]/",
         "http://[fd00::1]/",
+        "http://[fec0::1]/",  # IPv6 site-local: deprecated, but still routed on some networks
+        "http://[fec0:1234::9]:8080/",
         "http://0.0.0.0/",
         "http://[::]/",
         "http://2130706433/",

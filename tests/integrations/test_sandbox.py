@@ -1,6 +1,5 @@
-"""The sandbox: a simulated API in Resync's database whose every failure goes through the real classification."""
-
-from datetime import timedelta
+"""The sandbox: a simulated CRM API that Resync serves itself (integrations.sandbox_api) and reaches over HTTP
+(in-process in the tests), whose every answer and failure goes through the real classification."""
 
 import pytest
 from django.utils import timezone
@@ -96,7 +95,7 @@ def test_check_rejects_missing_credentials(org, api_key):
 # -- reading ------------------------------------------------------------------------------------------------------
 
 
-def test_it_reads_pages_in_modified_order_with_offset_tokens(connection, sandbox):
+def test_it_reads_pages_in_modified_order_with_keyset_tokens(connection, sandbox):
     seed_records(connection, "contacts", [contact(f"p{i}@example.com") for i in range(5)], ids=list("abcde"))
 
     first = sandbox.read_page("contacts", page_size=2)
@@ -104,7 +103,7 @@ def test_it_reads_pages_in_modified_order_with_offset_tokens(connection, sandbox
     last = sandbox.read_page("contacts", page_token=second.next_token, page_size=2)
 
     assert [r.id for r in first.records] == ["a", "b"]
-    assert first.next_token == "offset:2"
+    assert first.next_token and first.cursor
     assert [r.id for r in second.records] == ["c", "d"]
     assert [r.id for r in last.records] == ["e"]
     assert last.next_token is None
@@ -118,16 +117,15 @@ def test_a_full_last_page_has_no_next_token(connection, sandbox):
     assert sandbox.read_page("contacts", page_size=2).next_token is None
 
 
-def test_it_reads_only_records_modified_since(connection, sandbox):
+def test_it_reads_only_records_changed_after_the_cursor(connection, sandbox):
     seed_records(connection, "contacts", [contact("old@example.com"), contact("new@example.com")], ids=["old", "new"])
-    cursor = timezone.now()
-    SandboxRecord.objects.filter(external_id="old").update(modified_at=cursor - timedelta(hours=1))
+    cursor = sandbox.read_page("contacts").cursor
     change_record(connection, "contacts", "new", {"city": "Wellington"})
 
-    page = sandbox.read_page("contacts", modified_since=cursor)
+    page = sandbox.read_page("contacts", cursor=cursor)
 
     assert [(r.id, r.data["city"]) for r in page.records] == [("new", "Wellington")]
-    assert page.records[0].modified_at > cursor
+    assert sandbox.read_page("contacts", cursor=page.cursor).records == []
 
 
 def test_an_edited_record_moves_to_the_end(connection, sandbox):
@@ -138,19 +136,25 @@ def test_an_edited_record_moves_to_the_end(connection, sandbox):
     assert [r.id for r in sandbox.read_page("contacts").records] == ["b", "a"]
 
 
-def test_next_page_token_lets_a_run_skip_a_page_without_a_call(connection, sandbox):
-    seed_records(connection, "contacts", [contact(f"p{i}@example.com") for i in range(5)])
-    reset_call_counter(connection)
+def test_records_sharing_a_timestamp_across_a_page_and_a_run_boundary_are_all_read(connection, sandbox):
+    # One bulk insert: all five share modified_at. A strict "modified after" cursor would skip the ones after
+    # the boundary; the keyset (modified_at, sequence) does not.
+    seed_records(connection, "contacts", [contact(f"p{i}@example.com") for i in range(5)], ids=list("abcde"))
 
-    assert sandbox.next_page_token("contacts", None, page_size=2) == "offset:2"
-    assert sandbox.next_page_token("contacts", "offset:2", page_size=2) == "offset:4"
-    assert sandbox.next_page_token("contacts", "offset:4", page_size=2) is None
-    assert not SandboxCallCounter.objects.filter(connection=connection, calls__gt=0).exists()
+    first = sandbox.read_page("contacts", page_size=3)
+    rest = sandbox.read_page("contacts", cursor=first.cursor, page_size=3)  # the next run, from the cursor
+
+    assert [r.id for r in first.records + rest.records] == list("abcde")
+    assert len({r.modified_at for r in first.records + rest.records}) == 1
+
+
+def test_cursor_paging_cannot_skip_a_page(connection, sandbox):
+    assert sandbox.next_page_token("contacts", None, page_size=2) is None
 
 
 def test_a_garbled_page_token_is_a_validation_error(sandbox):
     with pytest.raises(ConnectorError) as excinfo:
-        sandbox.read_page("contacts", page_token="cursor:abc")
+        sandbox.read_page("contacts", page_token="2|cursor:abc")
 
     assert (excinfo.value.category, excinfo.value.code) == (ErrorCategory.VALIDATION, "INVALID_PAGE_TOKEN")
 
@@ -466,19 +470,21 @@ def test_permission_denied_fails_writes_only(connection):
     assert (excinfo.value.category, excinfo.value.code) == (ErrorCategory.PERMISSION, "MISSING_SCOPES")
 
 
-def test_failing_pages_are_batch_errors_the_run_can_skip(connection):
+def test_a_failing_page_fails_by_its_number_and_loads_again_by_its_token(connection):
     seed_records(connection, "contacts", [contact(f"p{i}@example.com") for i in range(5)])
     sandbox = set_faults(connection, fail_pages=[2])
 
     first = sandbox.read_page("contacts", page_size=2)
     with pytest.raises(ConnectorError) as excinfo:
         sandbox.read_page("contacts", page_token=first.next_token, page_size=2)
-    after = sandbox.next_page_token("contacts", first.next_token, page_size=2)
-    last = sandbox.read_page("contacts", page_token=after, page_size=2)
+    set_faults(connection)
+    second = sandbox.read_page("contacts", page_token=first.next_token, page_size=2)
+    last = sandbox.read_page("contacts", page_token=second.next_token, page_size=2)
 
     error = excinfo.value
     assert (error.category, error.code, error.retryable) == (ErrorCategory.UNKNOWN, "PAGE_READ_FAILED", True)
     assert error.message == "Page 2 could not be loaded"
+    assert len(second.records) == 2
     assert len(last.records) == 1 and last.next_token is None
 
 
@@ -550,3 +556,48 @@ def test_malformed_fault_settings_are_a_classified_error_not_a_crash(org, faults
     with pytest.raises(ConnectorError) as caught:
         SandboxConnector(connection).read_page("contacts")
     assert caught.value.code == "invalid_config"
+
+
+# -- over the network --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_over_loopback_its_answers_are_real_http_answers(org, live_server, settings):
+    # What `make run` does: the worker calls the web server's sandbox API over a socket.
+    settings.RESYNC_SANDBOX_IN_PROCESS = False
+    settings.RESYNC_SANDBOX_URL = live_server.url
+    connection = make_connection(org, faults={"operations": ["write"], "fail_calls": [3], "failure_kind": "timeout"})
+    connection.config = {**connection.config, "timeout_seconds": 1}
+    connection.save()
+    sandbox = SandboxConnector(connection)
+    seed_records(connection, "contacts", [contact("a@example.com")])
+
+    sandbox.check()  # call 1
+    assert [r.data["email"] for r in sandbox.read_page("contacts").records] == ["a@example.com"]  # call 2
+    with pytest.raises(ConnectorError) as excinfo:  # call 3: the server answers after the client gave up
+        sandbox.write("contacts", [create("x", contact("b@example.com"))])
+
+    assert (excinfo.value.category, excinfo.value.code) == (ErrorCategory.TIMEOUT, "read_timeout")
+    assert excinfo.value.may_have_applied
+
+
+def test_in_request_retries_heal_a_transient_answer(connection, settings):
+    # A GET may be sent again; a 503 on the first try and the second try answers.
+    settings.RESYNC_HTTP_RETRY_DELAYS = [0]
+    sandbox = set_faults(connection, fail_calls=[1], failure_kind="503", operations=["read_page"])
+    seed_records(connection, "contacts", [contact("a@example.com")])
+
+    assert len(sandbox.read_page("contacts").records) == 1
+    assert SandboxCallCounter.objects.get(connection=connection).calls == 2
+
+
+def test_a_create_is_not_sent_again_after_an_answer_that_may_have_been_carried_out(connection, settings):
+    settings.RESYNC_HTTP_RETRY_DELAYS = [0, 0]
+    sandbox = set_faults(connection, fail_calls=[1], failure_kind="lost_answer", operations=["write"])
+
+    with pytest.raises(ConnectorError) as excinfo:
+        sandbox.write("contacts", [create("x", contact("b@example.com"))])
+
+    assert excinfo.value.category == ErrorCategory.TIMEOUT
+    assert SandboxCallCounter.objects.get(connection=connection).calls == 1  # not re-sent
+    assert SandboxRecord.objects.filter(connection=connection).count() == 1  # it was carried out

@@ -31,7 +31,10 @@ def database_url():
 
 @pytest.fixture
 def worker_env():
-    return {**os.environ, "DATABASE_URL": database_url(), "RESYNC_WORKERS": "1", "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "DATABASE_URL": database_url(), "RESYNC_WORKERS": "1", "PYTHONUNBUFFERED": "1",
+            "RESYNC_SANDBOX_IN_PROCESS": "true", "RESYNC_SANDBOX_URL": "http://sandbox.resync.test",
+            # A sandbox "timeout" is raised at once in-process; in-request retries wait this little.
+            "RESYNC_HTTP_RETRY_DELAYS": "0.01,0.02,0.04"}
 
 
 @pytest.fixture

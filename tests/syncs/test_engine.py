@@ -6,6 +6,7 @@ import time_machine
 from integrations.connectors.sandbox import change_record, seed_records
 from integrations.models import ConnectionStatus
 from mappings.models import FieldMapping, LoggingLevel
+from syncs.chains import sync_run_retry_failures
 from syncs.engine import RunExecutor, sync_run_claim, sync_run_execute
 from syncs.models import (
     BatchStatus,
@@ -47,7 +48,9 @@ def test_records_are_read_page_by_page_into_batches_with_their_page_tokens(make_
 
     batches = list(SyncBatch.objects.filter(run=run).order_by("sequence"))
     assert [b.record_count for b in batches] == [3, 3, 1]
-    assert [b.page_token for b in batches] == ["", "offset:3", "offset:6"]
+    # The first page starts the read; each later one is fetched again by its token (a failed page can be).
+    assert batches[0].page_token == "" and all(b.page_token for b in batches[1:])
+    assert [b.next_page_token for b in batches[:-1]] == [b.page_token for b in batches[1:]]
     assert run.created == 7
 
 
@@ -111,7 +114,7 @@ def test_the_cursor_advances_only_when_a_run_leaves_nothing_behind(make_mapping)
 
     failed_run = run_mapping(mapping)
     assert failed_run.status == RunStatus.PARTIALLY_FAILED
-    assert mapping.source_cursor is None
+    assert mapping.source_cursor == ""
     assert mapping.last_successful_sync_at is None
 
     # The failing record was not skipped for good: the next run reads it again.
@@ -123,7 +126,7 @@ def test_the_cursor_advances_only_when_a_run_leaves_nothing_behind(make_mapping)
     change_record(mapping.source_connection, "contacts", bad.external_id, {"last_name": "Fixed"})
     fixed_run = run_mapping(mapping)
     assert fixed_run.status == RunStatus.SUCCEEDED
-    assert mapping.source_cursor == max(r.modified_at for r in records(mapping.source_connection))
+    assert mapping.source_cursor and fixed_run.cursor_to == mapping.source_cursor
     assert run_mapping(mapping).read == 0
 
 
@@ -309,20 +312,34 @@ def test_an_expired_credential_is_a_system_error_that_stops_the_run_and_flags_th
     assert run.system_error
 
 
-def test_a_page_that_fails_to_load_is_a_batch_error_and_the_run_goes_on(make_mapping, make_connection):
+def test_a_page_that_fails_to_load_is_a_batch_error_and_its_retry_reads_on_to_the_end(
+    make_mapping, make_connection, execute_queued
+):
     source = make_connection("Flaky shop", faults={"fail_pages": [2]})
     mapping = make_mapping(source=source)
     seed_records(source, "contacts", [person(n) for n in range(6)])
 
     run = run_mapping(mapping, options={"page_size": 2})
 
+    # Cursor paging cannot skip a page: the read stops at the one that failed, and says so.
     assert run.status == RunStatus.PARTIALLY_FAILED
-    assert run.created == 4
+    assert run.created == 2
     batches = list(SyncBatch.objects.filter(run=run).order_by("sequence"))
-    assert [b.status for b in batches] == [BatchStatus.SUCCEEDED, BatchStatus.FAILED, BatchStatus.SUCCEEDED]
-    assert batches[1].page_token == "offset:2"
+    assert [b.status for b in batches] == [BatchStatus.SUCCEEDED, BatchStatus.FAILED]
+    assert batches[1].page_token
     batch_error = RecordError.objects.get(level=ErrorLevel.BATCH)
     assert batch_error.batch == batches[1]
+
+    source.config = {}
+    source.save()
+    with execute_queued():
+        child = sync_run_retry_failures(run=run)
+
+    child.refresh_from_db()
+    run.refresh_from_db()
+    assert (child.read, child.created) == (4, 4)  # the failed page, then every page after it
+    assert len(records(mapping.target_connection)) == 6
+    assert run.status == RunStatus.RECOVERED
 
 
 @pytest.mark.parametrize(
@@ -455,3 +472,17 @@ def test_a_dry_test_run_neither_waits_for_nor_holds_up_the_mappings_real_runs(ma
 
     assert test_run.status == RunStatus.SUCCEEDED
     assert [entry["action"] for entry in test_run.options["plan"]] == ["create"]
+
+
+def test_records_sharing_a_timestamp_across_pages_and_runs_are_all_synced(make_mapping):
+    # A cursor kept as a timestamp compared with ">" would skip the records stored after the first run at the
+    # very same instant: the connector's keyset cursor (modified_at, sequence) does not.
+    mapping = make_mapping()
+    with time_machine.travel("2026-11-22 12:00:00+00:00", tick=False):
+        seed_records(mapping.source_connection, "contacts", [person(n) for n in range(5)])
+        first = run_mapping(mapping, options={"page_size": 2})
+        seed_records(mapping.source_connection, "contacts", [person(n) for n in range(5, 8)])
+        second = run_mapping(mapping, options={"page_size": 2})
+
+    assert (first.read, first.created, second.read, second.created) == (5, 5, 3, 3)
+    assert len(records(mapping.target_connection)) == 8

@@ -123,7 +123,7 @@ def test_fail_fast_stops_at_the_first_error_and_writes_nothing_after_it(make_map
     # Nothing after the error was processed: record 4 was skipped in its batch, record 5's page never read.
     assert run.skipped == 1
     assert run.read == 4
-    assert mapping.source_cursor is None
+    assert mapping.source_cursor == ""
 
 
 def test_fail_fast_on_a_write_error_writes_nothing_after_it(make_mapping, make_connection):

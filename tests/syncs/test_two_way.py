@@ -116,3 +116,20 @@ def test_manual_policy_writes_neither_side_and_queues_a_conflict_for_review(sync
     assert conflict.category == "conflict"
     assert conflict.status == ErrorStatus.IN_REVIEW
     assert run.status == RunStatus.PARTIALLY_FAILED
+
+
+def test_every_record_of_the_reverse_pass_keeps_its_own_status(make_mapping):
+    # Two records created in the target that the source refuses (no last name): neither has a source id yet,
+    # and each must keep its own link and per-target status, so "re-sync unsynced" still sees both.
+    mapping = make_mapping(direction="two_way")
+    seed_records(mapping.target_connection, "contacts", [person(1, last_name=""), person(2, last_name="")],
+                 ids=["ct_new1", "ct_new2"])
+
+    run = run_mapping(mapping)
+
+    assert run.failed == 2
+    links = RecordLink.objects.filter(mapping=mapping).order_by("target_record_id")
+    assert [(link.source_record_id, link.target_record_id, link.status) for link in links] == [
+        ("", "ct_new1", "failed"), ("", "ct_new2", "failed")]
+    errors = RecordError.objects.filter(level=ErrorLevel.RECORD, direction="reverse")
+    assert sorted(errors.values_list("source_record_id", flat=True)) == ["ct_new1", "ct_new2"]

@@ -23,12 +23,15 @@ CRM = "CRM (sandbox)"
 
 CONNECTIONS = {
     SHOP: {"credentials": {"api_key": "demo-shop-key"}, "config": {}},
-    # A flaky, rate-limited target: every seventh call is a 429 and about one in twenty a 503. The mappings
-    # write in batches of 10, so a failed call costs one batch, as with a real API.
+    # A flaky, rate-limited target, reached over HTTP: every seventh call is a 429 (Retry-After 5 s), about one
+    # in twelve a 503 or an answer that never comes (calls time out after 2 seconds). In-request retries heal
+    # most of it; what is left is retried on the mapping's schedule.
     CRM: {
         "credentials": {"api_key": "demo-crm-key"},
         "config": {
-            "faults": {"seed": 7, "rate_limit_every": 7, "retry_after": 30, "failure_rate": 0.05, "failure_kind": "503"}
+            "faults": {"seed": 7, "rate_limit_every": 7, "retry_after": 5, "failure_rate": 0.08,
+                       "failure_kind": ["503", "timeout"]},
+            "timeout_seconds": 2,
         },
     },
 }
