@@ -185,6 +185,9 @@ class Fault:
 
     @classmethod
     def from_dict(cls, data):
+        unknown = set(data) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown fault options: {', '.join(sorted(unknown))}")
         return cls(**data)
 
     def matches(self, method, path):

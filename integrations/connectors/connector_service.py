@@ -40,6 +40,7 @@ from integrations.errors import ConnectorError, ErrorCategory
 MAX_BATCH = 100  # records per PUT /v1/data, as the contract says
 MAX_PAGE_SIZE = 500
 MAX_IDS_PER_CALL = 100  # ids per fetch, values per find
+MAX_TIMEOUT = 120  # seconds; a worker waiting longer holds its task slot hostage
 
 # A problem's type names a Resync category by its last segment (".../validation", "urn:...:not-found").
 PROBLEM_CATEGORIES = {
@@ -60,12 +61,11 @@ SEED_PROBLEM_TYPES = {"publish-error", "process-error"}
 RETRY_LATER = "retry-later"
 GATEWAY_STATUSES = {502, 503, 504}
 
-FIELD_TYPES = {
-    name: name for name in (
-        FieldType.STRING, FieldType.TEXT, FieldType.EMAIL, FieldType.PHONE, FieldType.INTEGER, FieldType.NUMBER,
-        FieldType.BOOLEAN, FieldType.DATE, FieldType.DATETIME, FieldType.URL,
-    )
-}
+# The contract's field types are Resync's own; anything else is read as a string.
+FIELD_TYPES = frozenset({
+    FieldType.STRING, FieldType.TEXT, FieldType.EMAIL, FieldType.PHONE, FieldType.INTEGER, FieldType.NUMBER,
+    FieldType.BOOLEAN, FieldType.DATE, FieldType.DATETIME, FieldType.URL,
+})
 
 
 def problem_name(problem_type):
@@ -109,16 +109,22 @@ class PartialWrite(ConnectorError):
 
 
 def link_identities(body):
-    """{ref: externalId} from a problem's linkIdentities ({"linkIdentities": [{"iri", "externalId"}]} or a list)."""
+    """{iri: externalId} from a problem's linkIdentities ({"linkIdentities": [{"iri", "externalId"}]} or a list)."""
     links = body.get("linkIdentities") if isinstance(body, dict) else None
     if isinstance(links, dict):
         links = links.get("linkIdentities")
     found = {}
     for link in links if isinstance(links, list) else []:
         if isinstance(link, dict) and link.get("iri") not in (None, "") and link.get("externalId") not in (None, ""):
-            # The seed's iris are URIs ending in "#<id>"; Resync sends its ref as the iri.
-            found[str(link["iri"]).rsplit("#", 1)[-1]] = str(link["externalId"])
+            found[str(link["iri"])] = str(link["externalId"])
     return found
+
+
+def linked_id(links, ref):
+    """The externalId linkIdentities give `ref`: its iri is the ref, or (the seed's style) a URI ending "#<ref>"."""
+    if ref in links:
+        return links[ref]
+    return next((external_id for iri, external_id in links.items() if iri.endswith(f"#{ref}")), None)
 
 
 def _copy(error, **changes):
@@ -135,7 +141,9 @@ def _copy(error, **changes):
 
 def classify_problem(error, body, status):
     """What http.classify_response does not know about the contract's problem JSON: a category named by the
-    type, and the seed's rule that a publish-error or process-error is retryable only when it says so."""
+    type, the seed's rule that a publish-error or process-error is retryable only when it says so, and the
+    contract's promise that an answer saying "retryable": true carried nothing out (what it did carry out, it
+    names in linkIdentities)."""
     if not isinstance(body, dict):
         return error
     name = problem_name(body.get("type"))
@@ -149,12 +157,10 @@ def classify_problem(error, body, status):
         unsure = name in ("unknown", "timeout")
         error = _copy(error, category=PROBLEM_CATEGORIES[name], retryable=explicit,
                       may_have_applied=error.may_have_applied and unsure)
-    elif name in SEED_PROBLEM_TYPES and status not in GATEWAY_STATUSES:
-        if explicit is None:
-            error = _copy(error, retryable=False)
-        elif explicit and not link_identities(body):
-            # The service vouches that sending the same request again is safe: nothing of it was carried out.
-            error = _copy(error, may_have_applied=False)
+    elif name in SEED_PROBLEM_TYPES and explicit is None and status not in GATEWAY_STATUSES:
+        error = _copy(error, retryable=False)
+    if explicit and not link_identities(body):
+        error = _copy(error, may_have_applied=False)
     return error
 
 
@@ -177,6 +183,8 @@ class ConnectorServiceConnector(HttpConnector):
     config_fields = (
         SettingField("url", "Service URL", type="url", required=True, placeholder="https://connector.example.com",
                      help="The address of your connector service; Resync calls {url}/v1/data, {url}/v1/process..."),
+        SettingField("timeout", "Timeout (seconds)", type="integer", placeholder="15",
+                     help=f"How long Resync waits for an answer (1 to {MAX_TIMEOUT}); empty: Resync's default."),
     )
     secret_fields = (
         SettingField("signing_secret", "Signing secret", type="password", secret=True, required=True,
@@ -188,12 +196,20 @@ class ConnectorServiceConnector(HttpConnector):
     max_write_batch = MAX_BATCH
     check_path = "/v1/objects"
 
+    def __init__(self, connection):
+        super().__init__(connection)
+        self.timeout = self.config.get("timeout") or None
+
     # -- configuration ------------------------------------------------------------------------------------------
 
     @classmethod
     def validate_config(cls, config):
+        config = config or {}
         problems = super().validate_config(config)
-        url = (config or {}).get("url")
+        timeout = config.get("timeout")
+        if "timeout" not in problems and timeout not in (None, "") and not 1 <= timeout <= MAX_TIMEOUT:
+            problems["timeout"] = [f"Timeout must be between 1 and {MAX_TIMEOUT} seconds."]
+        url = config.get("url")
         if "url" in problems or not isinstance(url, str):
             return problems
         parts = urlsplit(url)
@@ -290,7 +306,7 @@ class ConnectorServiceConnector(HttpConnector):
             max_length = entry.get("maxLength")
             fields[str(entry["name"])] = FieldSpec(
                 name=str(entry["name"]),
-                type=FIELD_TYPES.get(entry.get("type"), FieldType.STRING),
+                type=entry["type"] if entry.get("type") in FIELD_TYPES else FieldType.STRING,
                 required=entry.get("required") is True,
                 max_length=max_length if isinstance(max_length, int) and not isinstance(max_length, bool) else None,
                 unique=entry.get("unique") is True,
@@ -383,14 +399,15 @@ class ConnectorServiceConnector(HttpConnector):
         except PartialWrite as exc:
             # The service accounted for each record: the linked ones were stored, the others were not.
             failed = _copy(exc.error, may_have_applied=False)
-            return {
-                operation.ref: WriteResult(operation.ref, ok=True, target_id=exc.links[operation.ref],
-                                           action=_done(operation, None))
-                if operation.ref in exc.links
-                else WriteResult(operation.ref, ok=False, action=_attempted(operation), error=failed)
-                for operation in operations
-            }
-        body = self.json(response)
+            results = {}
+            for operation in operations:
+                target_id = linked_id(exc.links, operation.ref)
+                results[operation.ref] = (
+                    WriteResult(operation.ref, ok=True, target_id=target_id, action=_done(operation, None))
+                    if target_id else WriteResult(operation.ref, ok=False, action=_attempted(operation), error=failed)
+                )
+            return results
+        body = self._carried_out_answer(response)
         entries = body.get("results") if isinstance(body, dict) else None
         if not isinstance(entries, list):
             raise _unexpected("The service answered PUT /v1/data without results", may_have_applied=True)
@@ -399,12 +416,12 @@ class ConnectorServiceConnector(HttpConnector):
         return {operation.ref: self._result(operation, by_ref.get(operation.ref), links) for operation in operations}
 
     def _result(self, operation, entry, links):
-        if entry is None and operation.ref in links:
-            entry = {"externalId": links[operation.ref]}
+        if entry is None and linked_id(links, operation.ref):
+            entry = {"externalId": linked_id(links, operation.ref)}
         if entry is None:
             return WriteResult(operation.ref, ok=False, action=_attempted(operation), error=ConnectorError(
                 ErrorCategory.UNKNOWN, "The service did not report on this record", code="missing_result",
-                may_have_applied=True,
+                retryable=False, may_have_applied=True,  # it may be stored: a blind retry could create it twice
             ))
         if isinstance(entry.get("error"), dict):
             return WriteResult(operation.ref, ok=False, action=_attempted(operation),
@@ -439,7 +456,15 @@ class ConnectorServiceConnector(HttpConnector):
         response = self.request("PUT", "/v1/process", idempotent=idempotent, **self._json_body(message))
         if not response.content.strip():
             return None
-        return self.json(response)
+        return self._carried_out_answer(response)
+
+    def _carried_out_answer(self, response):
+        """The JSON of a success answer to a write: one that cannot be read still says the write was done, so its
+        error must not invite sending the write again."""
+        try:
+            return self.json(response)
+        except ConnectorError as exc:
+            raise _copy(exc, retryable=False, may_have_applied=True) from None
 
 
 def _is_whsec(secret):
