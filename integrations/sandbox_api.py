@@ -518,6 +518,9 @@ def batch(request, account, object_name):
         raise Answer(400, _problem(400, "validation", "Invalid request", "operations must be a list",
                                    code="INVALID_BODY"))
     results = _write_all(call, object_name, schema, operations)
+    slow = call.faults.get("slow_writes")
+    if isinstance(slow, int | float) and not isinstance(slow, bool) and slow > 0:
+        time.sleep(min(float(slow), 30))  # an API that takes its time to answer after storing
     response = JsonResponse({"results": results})
     return _hang(request, response, call.hang_seconds() if call.lost_answer else 0)
 

@@ -11,12 +11,13 @@ Faults are injected deterministically from connection.config["faults"]:
     {"seed": 7, "failure_rate": 0.2, "failure_kind": "503" | "timeout" | "connection" | "500" | "retry_later"
      | "lost_answer", "fail_calls": [3, 4], "rate_limit_every": 5, "retry_after": 30,
      "expired_credentials": false, "expire_after_calls": 300, "permission_denied": false, "fail_pages": [2],
-     "operations": ["read_page", "fetch", "write", "find"]}
+     "slow_writes": 0.5, "operations": ["read_page", "fetch", "write", "find"]}
 
 `failure_kind` may be a list: each failing call picks one kind of it. `fail_calls` fail exactly those calls.
 `expire_after_calls` expires the API key in use at that call: every later call with that key answers 401, as
 an expired token does, until the connection gets a new key (a reconnect). "lost_answer" carries out a write and
-then answers too late (a read timeout after the target acted). Every API call (check, read_page, fetch, write,
+then answers too late (a read timeout after the target acted). `slow_writes` answers a write that many seconds
+after storing it (a slow but successful API). Every API call (check, read_page, fetch, write,
 find; describing is free) counts on the connection's SandboxCallCounter, and the fault of call N is a pure
 function of (seed, N). `timeout_seconds` in the config is how long the connector waits for an answer.
 """
@@ -69,6 +70,7 @@ FAULT_SETTINGS = {
     "expired_credentials": lambda v: isinstance(v, bool),
     "permission_denied": lambda v: isinstance(v, bool),
     "fail_pages": lambda v: isinstance(v, list) and all(_is_count(p) for p in v),
+    "slow_writes": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 30,
     "operations": lambda v: isinstance(v, list) and all(
         o in ("check", "read_page", "fetch", "write", "find") for o in v),
 }

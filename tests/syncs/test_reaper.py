@@ -233,11 +233,14 @@ def wait_until(condition, *, timeout, interval=0.01, message):
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_run_whose_worker_is_killed_with_sigkill_is_reaped_and_every_record_lands_exactly_once(
-    start_qcluster, real_queue, make_mapping, settings
+    start_qcluster, real_queue, make_mapping, make_connection, settings
 ):
     # The test reaps by itself: a periodic reaper firing in the new cluster would make the timing its own.
     Schedule.objects.filter(name__in=list(periodic.PERIODIC_SCHEDULES)).delete()
-    mapping = make_mapping(batch_size=BATCH_SIZE)
+    # The target answers each write 0.2 s after storing it: the kill lands in that window, after the writes and
+    # before the batch's links, as it may in production.
+    slow_target = make_connection("Slow CRM", faults={"slow_writes": 0.2})
+    mapping = make_mapping(target=slow_target, batch_size=BATCH_SIZE)
     seed_records(mapping.source_connection, "contacts", [person(n) for n in range(RECORDS)])
     target = SandboxRecord.objects.filter(connection=mapping.target_connection)
     first = start_qcluster()
