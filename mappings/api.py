@@ -204,7 +204,7 @@ class TestSyncResultSerializer(serializers.Serializer):
 
     @extend_schema_field(PlanEntrySerializer(many=True))
     def get_plan(self, run):
-        return PlanEntrySerializer(run.options.get("plan", []), many=True).data
+        return PlanEntrySerializer(run.plan, many=True).data
 
 
 class PauseRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

@@ -61,7 +61,13 @@ class SyncRun(TenantModel):
     warned = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     system_error = models.TextField(blank=True, default="")
+    # What the run was asked to do (syncs.engine.options.RunOptions); its state and outputs have fields of their
+    # own.
     options = models.JSONField(default=dict, blank=True)
+    # Where the reverse pass of a two-way mapping started reading (the mapping's target cursor at the first claim).
+    reverse_cursor_from = models.TextField(blank=True, default="")
+    # A test run's output: per record, what a real run would do.
+    plan = models.JSONField(default=list, blank=True)
     claims = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker started this run.")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(auto_now_add=True)

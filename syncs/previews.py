@@ -9,7 +9,7 @@ from syncs.services import mapping_active_run, sync_run_queue
 
 def mapping_test_sync(*, mapping, sample_size=10, write=False):
     """A run of `sample_size` records in this process. Without `write` nothing is written: the run's
-    options["plan"] says, per record, what a real run would do. With it, just that sample is written.
+    plan says, per record, what a real run would do. With it, just that sample is written.
     The cursor never moves."""
     if write and mapping_active_run(mapping) is not None:
         # Writing the sample while another run writes would race on the mapping's record links.
@@ -38,6 +38,6 @@ def errors_replay_preview(*, organization, error_ids):
         })
         sync_run_execute(run_id=run.pk)
         run.refresh_from_db()
-        plans.extend(run.options.get("plan", []))
+        plans.extend(run.plan)
     return plans
 

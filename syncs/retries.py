@@ -19,6 +19,7 @@ from integrations.models import ConnectionStatus
 from mappings.models import Mapping
 from syncs.events import log_event
 from syncs.models import ErrorLevel, ErrorStatus, RecordError, Resolution, RunStatus, SyncRun, Trigger
+from syncs.options import RunOptions
 from syncs.policy import retry_policy
 from syncs.services import sync_run_queue
 
@@ -44,9 +45,9 @@ def claim_errors(queryset, *, now, token=None):
 
 def sync_run_claim_errors(run, *, now):
     """A replay queued behind another run of its mapping claims its errors when it starts (see retries_queue)."""
-    token = run.options.get("claim_token")
-    if token and run.options.get("claim_on_start"):
-        claim_errors(RecordError.objects.filter(pk__in=run.options.get("errors") or []), now=now, token=token)
+    options = RunOptions.of(run)
+    if options.claim_token and options.claim_on_start:
+        claim_errors(RecordError.objects.filter(pk__in=options.errors), now=now, token=options.claim_token)
 
 
 def retries_queue(errors, *, trigger, resolution, force=False, parent=None, extra_options=None, now=None):

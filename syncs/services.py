@@ -10,6 +10,7 @@ from integrations.models import ConnectionStatus
 from mappings.models import Mapping
 from syncs.events import log_event
 from syncs.models import ErrorLevel, ErrorStatus, RecordError, RunStatus, SyncRun, Trigger
+from syncs.options import RunOptions
 from syncs.policy import error_routing
 
 
@@ -21,10 +22,10 @@ def sync_run_queue(*, mapping, trigger=Trigger.MANUAL, parent=None, is_test=Fals
     already queued or running is not queued twice (two runs of one mapping would race on its links); the
     active run is returned instead.
     """
+    options = options if isinstance(options, RunOptions) else RunOptions.from_dict(options)
     # A second full run of a mapping would read the same delta again: the active one is returned instead. Runs
     # of named records (re-sync, retries, webhooks) are queued; sync_run_claim runs them one after the other.
-    subset = any((options or {}).get(key) for key in ("records", "errors", "batches"))
-    if not is_test and not subset and trigger in (Trigger.SCHEDULE, Trigger.MANUAL) and (
+    if not is_test and not options.replay and trigger in (Trigger.SCHEDULE, Trigger.MANUAL) and (
         existing := mapping_active_run(mapping)
     ):
         return existing
@@ -38,7 +39,7 @@ def sync_run_queue(*, mapping, trigger=Trigger.MANUAL, parent=None, is_test=Fals
         is_test=is_test,
         parent=parent,
         root=(parent.root or parent) if parent else None,
-        options=options or {},
+        options=options.as_dict(),
     )
     if enqueue:
         transaction.on_commit(lambda: async_task("syncs.tasks.run_sync", run.pk, task_name=f"sync-run-{run.pk}"))
@@ -124,7 +125,7 @@ def sync_run_start_next_queued(run):
 def sync_run_release_claims(run):
     """Errors the run had claimed for a retry but never reached (a system error, a fail-fast stop, a cancel) go
     back to their queue. Not an attempt: the record was not tried, so its attempts stay as they were."""
-    error_ids = run.options.get("errors") or []
+    error_ids = RunOptions.of(run).errors
     if not error_ids:
         return
     now = timezone.now()

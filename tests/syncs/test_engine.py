@@ -8,6 +8,7 @@ from integrations.models import ConnectionStatus
 from mappings.models import FieldMapping, LoggingLevel
 from syncs.chains import sync_run_retry_failures
 from syncs.engine import RunExecutor, sync_run_claim, sync_run_execute
+from syncs.engine.passes import build_passes
 from syncs.models import (
     BatchStatus,
     ErrorLevel,
@@ -73,7 +74,7 @@ def test_a_batch_processed_twice_creates_no_duplicate(make_mapping):
     # As if a killed worker's batch were delivered again: process the very same page once more.
     page = mapping.source_connection.get_connector().read_page("contacts")
     executor = RunExecutor(run)
-    sync_pass = executor.build_passes()[0]
+    sync_pass = build_passes(executor.run)[0]
     batch = SyncBatch.objects.create(organization=run.organization, run=run, sequence=99)
 
     executor.process_batch(sync_pass, batch, page.records)
@@ -409,7 +410,7 @@ def test_a_run_whose_worker_died_is_taken_over_and_finishes_without_duplicates(m
     claimed = sync_run_claim(run_id=run.pk)
     # The first worker got through one batch, then died without finishing the run.
     executor = RunExecutor(claimed)
-    sync_pass = executor.build_passes()[0]
+    sync_pass = build_passes(executor.run)[0]
     page = sync_pass.near.read_page("contacts", page_size=2)
     batch = SyncBatch.objects.create(organization=run.organization, run=run, sequence=1, page_token="",
                                      next_page_token=page.next_token, status=BatchStatus.RUNNING)
@@ -471,7 +472,7 @@ def test_a_dry_test_run_neither_waits_for_nor_holds_up_the_mappings_real_runs(ma
     test_run = mapping_test_sync(mapping=mapping, sample_size=5)
 
     assert test_run.status == RunStatus.SUCCEEDED
-    assert [entry["action"] for entry in test_run.options["plan"]] == ["create"]
+    assert [entry["action"] for entry in test_run.plan] == ["create"]
 
 
 def test_records_sharing_a_timestamp_across_pages_and_runs_are_all_synced(make_mapping):

@@ -19,7 +19,8 @@ from django_q.models import Schedule
 from integrations.connectors.sandbox import seed_records
 from integrations.models import SandboxRecord
 from syncs import reaper
-from syncs.engine import BatchOutcome, sync_run_execute
+from syncs.engine import sync_run_execute
+from syncs.engine.bookkeeping import BatchOutcome
 from syncs.models import BatchStatus, ErrorLevel, ErrorStatus, RecordError, RecordLink, RunStatus, SyncBatch, SyncRun
 from syncs.services import sync_run_queue
 from syncs.tasks import reap_runs, sweep_retries

@@ -525,7 +525,7 @@ def test_a_test_sync_plans_a_sample_and_writes_nothing(make_mapping):
 
     run = mapping_test_sync(mapping=mapping, sample_size=3)
 
-    plan = {entry["record_id"]: entry for entry in run.options["plan"]}
+    plan = {entry["record_id"]: entry for entry in run.plan}
     assert len(plan) == 3
     assert sorted(entry["action"] for entry in plan.values()) == ["create", "failed", "update"]
     failed = next(e for e in plan.values() if e["action"] == "failed")
@@ -697,7 +697,7 @@ def test_a_test_sync_against_an_unreachable_target_reports_it_and_stores_no_erro
     run = mapping_test_sync(mapping=mapping)
 
     assert run.status == RunStatus.FAILED
-    assert run.options["plan"][0]["category"] == "auth"
+    assert run.plan[0]["category"] == "auth"
     assert not RecordError.objects.exists()
 
 
