@@ -41,12 +41,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
     search_fields = ["name", "prefix", "organization__name"]
     list_select_related = ["organization"]
     # Revocation is one-way (the Revoke action): clearing revoked_at here would bring a leaked token back to life.
-    readonly_fields = ["code", "organization", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    # A token's role is fixed when it is created, as in the API: a different role is a new token.
+    readonly_fields = ["code", "organization", "prefix", "role", "created_by", "created_at", "last_used_at",
+                       "revoked_at"]
     fields = ["code", "organization", "name", "prefix", "role", "created_by", "created_at", "last_used_at",
               "revoked_at"]
     actions = ["revoke"]
 
     def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Revoked, not deleted (as in the API): the row keeps who had access and until when.
         return False
 
     @admin.action(description="Revoke selected tokens")

@@ -2,16 +2,55 @@ import re
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.utils.translation import ngettext
-from django_q.models import Schedule
 
+from config.admin_refusals import ServiceDeleteMixin
 from mappings.models import FieldMapping, Mapping
-from mappings.services import mapping_run_now, mapping_settings_errors
-from syncs.schedules import mapping_schedule_sync, schedule_name
+from mappings.services import (
+    FIELD_MAPPING_FIELDS,
+    MappingBusy,
+    mapping_clean,
+    mapping_delete,
+    mapping_field_mappings_errors,
+    mapping_run_now,
+    mapping_update,
+)
+
+
+def _kept_forms(formset):
+    """The inline's rows that make the mapping's field mappings: existing or filled in, and not deleted."""
+    return [form for form in formset.forms
+            if (form.instance.pk or form.has_changed()) and not form.cleaned_data.get("DELETE")]
+
+
+def _field_mapping_item(form):
+    return {name: form.cleaned_data[name] for name in FIELD_MAPPING_FIELDS if name in form.cleaned_data}
+
+
+class FieldMappingFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        # The service's checks of the list as a whole, which replaces the mapping's field mappings on save.
+        super().clean()
+        if any(self.errors) or self.instance.organization_id is None:
+            return
+        kept = _kept_forms(self)
+        unplaced = []
+        errors = mapping_field_mappings_errors(self.instance, [_field_mapping_item(form) for form in kept])
+        for path, messages_ in errors.items():
+            match = re.fullmatch(r"field_mappings\[(\d+)\]\.?(\w*)", path)
+            if match is None:
+                unplaced += messages_
+                continue
+            form, field = kept[int(match.group(1))], match.group(2)
+            form.add_error(field if field in form.fields else None, messages_)
+        if unplaced:
+            raise ValidationError(unplaced)
 
 
 class FieldMappingInline(admin.TabularInline):
     model = FieldMapping
+    formset = FieldMappingFormSet
     extra = 0
     fields = [
         "position",
@@ -26,19 +65,25 @@ class FieldMappingInline(admin.TabularInline):
 
 
 class MappingAdminForm(forms.ModelForm):
-    """Staff get the API's checks of the JSON settings (match keys, filters, retry policy, schedule)."""
+    """Staff get the API's checks (mappings.services.mapping_clean): JSON settings, a free name, and no moving a
+    mapping that has synced records to other connections or objects."""
 
     def _post_clean(self):
         super()._post_clean()
-        for path, messages_ in mapping_settings_errors(self.instance).items():
+        had_errors = set(self.errors)
+        for path, messages_ in mapping_clean(self.instance).items():
             field = re.match(r"\w+", path).group(0)
-            if field in self.fields and field not in self.errors:
-                self.add_error(field, [f"{path}: {message}" if path != field else message for message in messages_])
+            if field in self.fields:
+                if field not in had_errors:
+                    self.add_error(field, [f"{path}: {m}" if path != field else m for m in messages_])
+            else:
+                self.add_error(None, [m if path == NON_FIELD_ERRORS else f"{path}: {m}" for m in messages_])
 
 
 @admin.register(Mapping)
-class MappingAdmin(admin.ModelAdmin):
+class MappingAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     form = MappingAdminForm
+    delete_refusals = (MappingBusy,)
     list_display = [
         "name",
         "organization",
@@ -110,7 +155,7 @@ class MappingAdmin(admin.ModelAdmin):
         ),
     ]
     inlines = [FieldMappingInline]
-    actions = ["run_now"]
+    actions = ["delete_selected", "run_now"]
 
     def get_readonly_fields(self, request, obj=None):
         # Moving a mapping to another organization would strand its runs, errors and links in the old one.
@@ -134,30 +179,21 @@ class MappingAdmin(admin.ModelAdmin):
             return obj.schedule_cron
         return obj.get_schedule_type_display()
 
+    def save_model(self, request, obj, form, change):
+        # The API's service, with the settings the form set on obj: its checks again, and the schedule follows.
+        mapping_update(mapping=obj)
+
     def save_formset(self, request, form, formset, change):
         if formset.model is not FieldMapping:
             return super().save_formset(request, form, formset, change)
-        # The inline has no organization field: a field mapping always lives in its mapping's organization.
-        instances = formset.save(commit=False)
-        for instance in formset.deleted_objects:
-            instance.delete()
-        for instance in instances:
-            instance.organization_id = form.instance.organization_id
-            instance.save()
-        formset.save_m2m()
+        formset.save(commit=False)  # only to name what changed in the history: the service writes
+        items = [_field_mapping_item(row) for row in _kept_forms(formset)]
+        # The service replaces the rows (new ids): only when their values really change.
+        if items != list(form.instance.field_mappings.order_by("position", "pk").values(*FIELD_MAPPING_FIELDS)):
+            mapping_update(mapping=form.instance, field_mappings=items)
 
-    def save_related(self, request, form, formsets, change):
-        super().save_related(request, form, formsets, change)
-        # The django-q schedule follows the mapping's settings, as it does when the API or a pause changes them.
-        mapping_schedule_sync(mapping=form.instance)
-
-    def delete_model(self, request, obj):
-        Schedule.objects.filter(name=schedule_name(obj)).delete()
-        super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        Schedule.objects.filter(name__in=[schedule_name(mapping) for mapping in queryset]).delete()
-        super().delete_queryset(request, queryset)
+    def delete_through_service(self, obj):
+        mapping_delete(mapping=obj)
 
     @admin.action(description="Run now")
     def run_now(self, request, queryset):
@@ -181,6 +217,8 @@ class MappingAdmin(admin.ModelAdmin):
 
 @admin.register(FieldMapping)
 class FieldMappingAdmin(admin.ModelAdmin):
+    """Read-only: field mappings are written with their mapping (its page, or the API), through mappings.services."""
+
     list_display = ["__str__", "mapping", "organization", "position", "required", "skip_invalid"]
     list_filter = ["organization", "required", "skip_invalid"]
     search_fields = ["source_field", "target_field", "mapping__name"]
@@ -188,6 +226,21 @@ class FieldMappingAdmin(admin.ModelAdmin):
     raw_id_fields = ["mapping"]
     readonly_fields = ["organization"]
 
-    def save_model(self, request, obj, form, change):
-        obj.organization_id = obj.mapping.organization_id
-        super().save_model(request, obj, form, change)
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    # Deleting a mapping deletes its field mappings, which needs the delete permission: only their own delete
+    # page and action are closed.
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "show_delete": False})
+
+    def delete_view(self, request, object_id, extra_context=None):
+        raise PermissionDenied

@@ -62,7 +62,8 @@ def mapping_create(*, organization, field_mappings=(), **fields) -> Mapping:
 
 @transaction.atomic
 def mapping_update(*, mapping, field_mappings=None, **fields) -> Mapping:
-    """Change a mapping. A list of `field_mappings` replaces all of them; None keeps them as they are."""
+    """Change a mapping. A list of `field_mappings` replaces all of them; None keeps them as they are. A mapping
+    whose settings a form has already set (the admin's, new or not) is saved by calling this with none."""
     # Two updates at once would each replace the field mappings and collide on their unique target field.
     Mapping.objects.select_for_update().filter(pk=mapping.pk).first()
     return _mapping_save(mapping, fields, None if field_mappings is None else list(field_mappings))
@@ -98,27 +99,12 @@ def _mapping_save(mapping, fields, field_mappings):
     unknown = set(fields) - set(MAPPING_FIELDS)
     if unknown:
         raise TypeError(f"Not a mapping setting: {', '.join(sorted(unknown))}")
-    before = {name: getattr(mapping, f"{name}_id" if name.endswith("_connection") else name)
-              for name in ENDPOINT_FIELDS} if mapping.pk else {}
     for name, value in fields.items():
         setattr(mapping, name, value)
     if fields.get("is_active"):
         mapping.paused_reason = ""  # the reason of a pause ends with it
-    if isinstance(mapping.default_phone_country, str):
-        mapping.default_phone_country = mapping.default_phone_country.upper()
-    if isinstance(mapping.schedule_cron, str):
-        mapping.schedule_cron = mapping.schedule_cron.strip()
 
-    errors = mapping_settings_errors(mapping)
-    errors.update(_moved_endpoint_errors(mapping, before))
-    if Mapping.objects.for_org(mapping.organization).filter(name=mapping.name).exclude(pk=mapping.pk).exists():
-        errors["name"] = [f"A mapping named “{mapping.name}” already exists."]
-    try:
-        # Excluding a field with an error already reported also skips the constraints that involve it.
-        mapping.full_clean(exclude=[name.partition("[")[0] for name in errors])
-    except ValidationError as exc:
-        _merge(errors, exc.message_dict)
-
+    errors = mapping_clean(mapping)
     instances = None
     if field_mappings is not None:
         instances, field_errors = _field_mappings_build(mapping, field_mappings)
@@ -138,6 +124,34 @@ def _mapping_save(mapping, fields, field_mappings):
         FieldMapping.objects.bulk_create(instances)
     mapping_schedule_sync(mapping=mapping)
     return mapping
+
+
+def mapping_clean(mapping):
+    """Every problem that keeps `mapping`, its settings already set on it, from being saved: {key: [messages]},
+    keyed like the ValidationError of mapping_create and mapping_update (which call this). Tidies the phone
+    country and cron first. The admin's form shows these before it saves."""
+    if isinstance(mapping.default_phone_country, str):
+        mapping.default_phone_country = mapping.default_phone_country.upper()
+    if isinstance(mapping.schedule_cron, str):
+        mapping.schedule_cron = mapping.schedule_cron.strip()
+    errors = mapping_settings_errors(mapping)
+    errors.update(_moved_endpoint_errors(mapping))
+    if mapping.organization_id is not None and Mapping.objects.for_org(mapping.organization).filter(
+        name=mapping.name
+    ).exclude(pk=mapping.pk).exists():
+        errors["name"] = [f"A mapping named “{mapping.name}” already exists."]
+    try:
+        # Excluding a field with an error already reported also skips the constraints that involve it.
+        mapping.full_clean(exclude=[name.partition("[")[0] for name in errors])
+    except ValidationError as exc:
+        _merge(errors, exc.message_dict)
+    return errors
+
+
+def mapping_field_mappings_errors(mapping, items):
+    """The problems of a list of field mappings (dicts of FIELD_MAPPING_FIELDS) that would replace the mapping's,
+    keyed "field_mappings[i].<field>" by their place in the list."""
+    return _field_mappings_build(mapping, list(items))[1]
 
 
 def _field_mappings_build(mapping, items):
@@ -176,14 +190,23 @@ def _field_mappings_build(mapping, items):
     return instances, errors
 
 
-def _moved_endpoint_errors(mapping, before):
-    moved = [name for name, value in before.items()
-             if value != getattr(mapping, f"{name}_id" if name.endswith("_connection") else name)]
-    if not moved or not mapping.links.exists():
+def _moved_endpoint_errors(mapping):
+    # Compared with the stored row, not the instance: a form (the admin's) sets the new values before saving.
+    if mapping.pk is None:
         return {}
-    message = ("This mapping has already synced records, and its record links point into the current "
-               "connections and objects. Create a new mapping to sync other ones.")
-    return {name: [message] for name in moved}
+    columns = {name: f"{name}_id" if name.endswith("_connection") else name for name in ENDPOINT_FIELDS}
+    stored = Mapping.objects.filter(pk=mapping.pk).values("organization_id", *columns.values()).first()
+    if stored is None:
+        return {}
+    errors = {}
+    if stored["organization_id"] != mapping.organization_id:
+        errors["organization"] = ["A mapping cannot move to another organization."]
+    moved = [name for name, column in columns.items() if stored[column] != getattr(mapping, column)]
+    if moved and mapping.links.exists():
+        message = ("This mapping has already synced records, and its record links point into the current "
+                   "connections and objects. Create a new mapping to sync other ones.")
+        errors.update({name: [message] for name in moved})
+    return errors
 
 
 def _merge(errors, more):

@@ -165,6 +165,7 @@ def connection_form(org, **overrides):
         "config": "{}",
         "status": "active",
         "status_reason": "",
+        "max_concurrency": 4,
         "new_credentials": "",
     }
     data.update(overrides)
@@ -378,6 +379,19 @@ def test_a_revoked_token_cannot_be_brought_back_in_the_admin(admin_client, org):
 
     assert ApiToken.objects.get(pk=token.pk).revoked_at is not None
     assert api_token_authenticate(plain) is None
+
+
+def test_a_tokens_role_and_existence_are_not_changed_in_the_admin_as_in_the_api(admin_client, org):
+    from accounts.models import ApiToken
+    from accounts.services import api_token_create
+
+    token, _plain = api_token_create(organization=org, name="ci", role="viewer")
+
+    admin_client.post(admin_url(token), {"name": "ci", "role": "admin"})
+    delete = admin_client.post(reverse("admin:accounts_apitoken_delete", args=[token.pk]), {"post": "yes"})
+
+    assert delete.status_code == 403
+    assert ApiToken.objects.get(pk=token.pk).role == "viewer"
 
 
 def test_the_mapping_admin_refuses_malformed_json_settings_like_the_api(admin_client, org, make_connection):
