@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-faults lint format
+.PHONY: install run test test-faults lint format bench
 
 # Waits (up to a minute) until the web server answers, so the worker's first calls to the sandbox APIs land.
 define WAIT_FOR_WEB
@@ -46,6 +46,11 @@ test: install
 # The long fault-injection scenarios (PostgreSQL, real workers): set DATABASE_URL to a PostgreSQL server.
 test-faults: install
 	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
+
+# The benchmarks of bench/ (PostgreSQL at BENCH_DATABASE_URL or 127.0.0.1:5432), each in its own process, then one
+# table of their figures against their targets; exits non-zero only when a bench crashed.
+bench: install
+	$(PYTHON) bench/run.py
 
 lint: install
 	$(VENV)/bin/ruff check .

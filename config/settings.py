@@ -178,6 +178,9 @@ RESYNC_HTTP_TIMEOUT = env.float("RESYNC_HTTP_TIMEOUT", default=15.0)
 RESYNC_INLINE_RETRY_AFTER_MAX = env.int("RESYNC_INLINE_RETRY_AFTER_MAX", default=10)
 # A run or batch whose heartbeat is older than this is taken to belong to a dead worker.
 RESYNC_HEARTBEAT_STALE_SECONDS = env.int("RESYNC_HEARTBEAT_STALE_SECONDS", default=120)
+# How many pages a run's reader keeps staged ahead of the workers processing them (syncs.engine.batches): enough
+# to keep every worker busy, few enough that the staged records stay a small, bounded table.
+RESYNC_READ_AHEAD = env.int("RESYNC_READ_AHEAD", default=4)
 # Tenant-supplied URLs may not point at private or loopback addresses (SSRF), except where this says so
 # (development against local test servers).
 RESYNC_ALLOW_PRIVATE_URLS = env.bool("RESYNC_ALLOW_PRIVATE_URLS", default=False)
@@ -190,14 +193,17 @@ Q_CLUSTER = {
     "name": "resync",
     "orm": "default",
     "workers": env.int("RESYNC_WORKERS", default=2),
-    # A run is one task and may take hours; a dead worker is noticed by its heartbeat and the reaper within
-    # minutes, so the broker's own redelivery is only a last resort. retry must exceed timeout, or a slow task
-    # is delivered a second time while the first still runs.
+    # A run's reader is one task and may take hours; a dead worker is noticed by its heartbeat and the reaper
+    # within minutes, so the broker's own redelivery is only a last resort. retry must exceed timeout, or a slow
+    # task is delivered a second time while the first still runs.
     "timeout": 4 * 3600,
     "retry": 4 * 3600 + 600,
     # The database holds the truth about attempts; django-q2's own limit has had bugs (#298, #303).
     "max_attempts": 1,
     "catch_up": False,
+    # The pusher takes tasks off the broker before a worker is free to run them; a small local queue leaves the
+    # rest to an idle cluster instead of holding them behind this cluster's long tasks.
+    "queue_limit": env.int("RESYNC_WORKERS", default=2),
     "poll": 0.5,
     "ack_failures": True,
     "save_limit": 1000,

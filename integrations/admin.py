@@ -4,12 +4,19 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
+from config.admin_refusals import ServiceDeleteMixin
 from integrations import webhooks
-from integrations.connectors import CONNECTORS, PROVIDER_CHOICES, get_connector_class
+from integrations.connectors import PROVIDER_CHOICES
 from integrations.connectors.base import webhook_secret_key
 from integrations.crypto import CredentialsDecryptionError
 from integrations.models import Connection, SandboxCallCounter, SandboxRecord, WebhookEndpoint, WebhookEvent
-from integrations.services import connection_config_secret_keys, connection_update
+from integrations.services import (
+    ConnectionInUse,
+    connection_clean,
+    connection_config_secret_keys,
+    connection_delete,
+    connection_update,
+)
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -34,7 +41,7 @@ class ConnectionAdminForm(forms.ModelForm):
 
     class Meta:
         model = Connection
-        fields = ["organization", "name", "provider", "config", "status", "status_reason"]
+        fields = ["organization", "name", "provider", "config", "max_concurrency", "status", "status_reason"]
 
     def clean_config(self):
         # The same rule as the API: config is shown to everyone, so a secret-looking key belongs in credentials.
@@ -60,19 +67,26 @@ class ConnectionAdminForm(forms.ModelForm):
             raise forms.ValidationError('Enter a JSON object, for example {"api_key": "..."}.')
         return value
 
-    def clean(self):
-        # The connector's own form rules (required settings, URLs through the SSRF guard), as in the API.
-        cleaned = super().clean()
-        provider, config = cleaned.get("provider"), cleaned.get("config")
-        if provider in CONNECTORS and isinstance(config, dict):
-            for key, messages in get_connector_class(provider).validate_config(config).items():
-                self.add_error("config", f"{key}: {' '.join(messages)}")
-        return cleaned
+    def _post_clean(self):
+        # The service's checks, as in the API (the connector's form, URLs through the SSRF guard, required
+        # secrets, a name free in the organization): a refusal is a form error here, not a crash in save_model.
+        super()._post_clean()
+        had_errors = set(self.errors)
+        credentials = self.cleaned_data.get("new_credentials")
+        for path, messages_ in connection_clean(self.instance, credentials=credentials).items():
+            head, _dot, key = path.partition(".")
+            field = "new_credentials" if head == "credentials" else head
+            if field not in self.fields:
+                self.add_error(None, [f"{path}: {message}" for message in messages_])
+            elif field not in had_errors:
+                self.add_error(field, [f"{key}: {message}" if key else message for message in messages_])
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     form = ConnectionAdminForm
+    actions = ["delete_selected"]
+    delete_refusals = (ConnectionInUse,)
     list_display = ["name", "organization", "provider", "status", "has_credentials", "last_checked_at", "updated_at"]
     list_filter = ["provider", "status", "organization"]
     search_fields = ["name", "organization__name", "organization__slug", "code"]
@@ -81,15 +95,16 @@ class ConnectionAdmin(admin.ModelAdmin):
     readonly_fields = ["code", "has_credentials", "last_checked_at", "last_error", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["organization", "name", "provider", "code", "status", "status_reason"]}),
-        ("Configuration (not secret)", {"fields": ["config"]}),
+        ("Configuration (not secret)", {"fields": ["config", "max_concurrency"]}),
         ("Credentials", {"fields": ["has_credentials", "new_credentials"]}),
         ("Health", {"fields": ["last_checked_at", "last_error", "created_at", "updated_at"]}),
     ]
 
     def get_readonly_fields(self, request, obj=None):
-        # A connection moved to another organization would take its mappings' data along.
+        # A connection moved to another organization would take its mappings' data along; its provider is fixed
+        # once created, as in the API (connection_clean refuses both either way).
         if obj is not None:
-            return [*self.readonly_fields, "organization"]
+            return [*self.readonly_fields, "organization", "provider"]
         return self.readonly_fields
 
     @admin.display(boolean=True, description="Credentials set")
@@ -99,6 +114,9 @@ class ConnectionAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         # The same service as the API: the same checks, and a changed address empties the schema cache.
         connection_update(connection=obj, credentials=form.cleaned_data.get("new_credentials"))
+
+    def delete_through_service(self, obj):
+        connection_delete(connection=obj)
 
 
 @admin.register(SandboxRecord)
@@ -181,10 +199,16 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         secret = form.cleaned_data.get("new_secret")
         if not change:
-            obj.organization_id = obj.connection.organization_id
-            obj.secrets = [secret]
+            # The API's service: the organization of its connection, the secret checked, the creation logged.
+            created, _plain = webhooks.webhook_endpoint_create(connection=obj.connection, name=obj.name, secret=secret)
+            if not obj.is_active:
+                WebhookEndpoint.objects.filter(pk=created.pk).update(is_active=False)
+                created.is_active = False
+            obj.pk, obj.organization_id, obj.code = created.pk, created.organization_id, created.code
+            obj._state.adding = False
+            return
         super().save_model(request, obj, form, change)
-        if change and secret:
+        if secret:
             webhooks.webhook_endpoint_rotate_secret(endpoint=obj, secret=secret)
 
     @admin.action(description="Drop old signing secrets (keep only the newest)")

@@ -11,7 +11,7 @@ import contextlib
 import json
 
 from django.db import IntegrityError, transaction
-from django.db.models import Prefetch, ProtectedError
+from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -26,9 +26,11 @@ from integrations.errors import ConnectorError, ErrorCategory
 from integrations.filtersets import ConnectionFilterSet, WebhookEndpointFilterSet, WebhookEventFilterSet
 from integrations.models import Connection, WebhookEndpoint, WebhookEvent
 from integrations.services import (
+    ConnectionInUse,
     connection_check,
     connection_config_secret_keys,
     connection_create,
+    connection_delete,
     connection_describe,
     connection_hint,
     connection_objects,
@@ -102,7 +104,7 @@ class ConnectionSerializer(serializers.ModelSerializer):
         model = Connection
         fields = [
             "id", "name", "provider", "config", "credentials", "status", "status_reason", "has_credentials",
-            "last_checked_at", "last_error", "created_at", "updated_at",
+            "max_concurrency", "last_checked_at", "last_error", "created_at", "updated_at",
         ]
         read_only_fields = ["status", "status_reason", "last_checked_at", "last_error", "created_at", "updated_at"]
 
@@ -301,18 +303,11 @@ class ConnectionViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
             super().perform_update(serializer)
 
     def destroy(self, request, *args, **kwargs):
-        connection = self.get_object()
         try:
-            connection.delete()
-        except ProtectedError as exc:
-            mappings = sorted(set(exc.protected_objects), key=lambda mapping: mapping.name)
-            body = problem(
-                409, code="connection_in_use",
-                detail=f"Connection '{connection.name}' is used by the mapping(s) "
-                       f"{', '.join(repr(m.name) for m in mappings)}: delete them or move them to another "
-                       "connection first.",
-                mappings=[{"id": str(m.code), "name": m.name} for m in mappings],
-            )
+            connection_delete(connection=self.get_object())
+        except ConnectionInUse as exc:
+            body = problem(409, code="connection_in_use", detail=str(exc),
+                           mappings=[{"id": str(m.code), "name": m.name} for m in exc.mappings])
             return Response(body, status=status.HTTP_409_CONFLICT, content_type=PROBLEM_CONTENT_TYPE)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

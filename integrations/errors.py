@@ -1,7 +1,7 @@
 """The error vocabulary every connector speaks: categories, their defaults, and the one exception type.
 
-The table is ARCHITECTURE.md's error model. A connector raises ConnectorError (or reports one per record in a
-WriteResult); the engine turns it into a RecordError without knowing which system it came from.
+The table is the error model of docs/architecture.md. A connector raises ConnectorError (or reports one per record
+in a WriteResult); the engine turns it into a RecordError without knowing which system it came from.
 """
 
 from django.db import models

@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from accounts.tenancy import TenantModel
@@ -35,6 +36,12 @@ class Connection(TenantModel):
     # refreshes the schema: runs and forms do not describe the system again every time.
     schema_cache = models.JSONField(default=dict, blank=True)
     schema_refreshed_at = models.DateTimeField(null=True, blank=True)
+    # The system's rate limits bound how hard Resync may press it: batches of every run that reads from or
+    # writes to this connection are processed at most this many at a time, whatever the number of workers.
+    max_concurrency = models.PositiveSmallIntegerField(
+        default=4, validators=[MinValueValidator(1), MaxValueValidator(32)],
+        help_text="Batches processed against this system at the same time, across all runs (1–32).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

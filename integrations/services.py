@@ -8,6 +8,7 @@ by redaction's pattern, so they go to the encrypted credentials instead.
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from integrations.connectors import CONNECTORS, UnknownProvider, get_connector, get_connector_class
@@ -18,9 +19,12 @@ from integrations.redaction import NOT_SECRET_KEYS, SECRET_KEY_PATTERN
 from syncs.events import log_event
 
 __all__ = [
+    "ConnectionInUse",
     "connection_check",
+    "connection_clean",
     "connection_config_secret_keys",
     "connection_create",
+    "connection_delete",
     "connection_describe",
     "connection_hint",
     "connection_needs_reauth",
@@ -114,7 +118,7 @@ def connection_hint(error):
 # --- create and change ---------------------------------------------------------------------------------------
 
 
-CONNECTION_FIELDS = ("name", "config", "credentials", "status")
+CONNECTION_FIELDS = ("name", "config", "credentials", "status", "max_concurrency")
 
 
 def provider_forms():
@@ -129,15 +133,17 @@ def provider_forms():
 
 
 @transaction.atomic
-def connection_create(*, organization, name, provider, config=None, credentials=None):
+def connection_create(*, organization, name, provider, config=None, credentials=None, max_concurrency=None):
     """Create a connection after its connector has checked the config (URLs through the SSRF guard) and the
     credentials; raise ValidationError keyed by field ("config.base_url", "credentials.api_key", "name")."""
     if provider not in CONNECTORS:
         raise ValidationError({"provider": [f"Unknown provider “{provider}”."]})
     connection = Connection(organization=organization, name=name, provider=provider, config=config or {})
+    if max_concurrency is not None:
+        connection.max_concurrency = max_concurrency
     if credentials:
         connection.credentials = credentials
-    return _connection_save(connection, config=config or {}, credentials=credentials)
+    return _connection_save(connection, credentials=credentials)
 
 
 @transaction.atomic
@@ -157,26 +163,41 @@ def connection_update(*, connection, **fields):
     stored = Connection.objects.filter(pk=connection.pk).values_list("config", flat=True).first()
     if connection.pk and stored != connection.config:
         connection.schema_cache, connection.schema_refreshed_at = {}, None
-    return _connection_save(connection, config=connection.config, credentials=credentials)
+    return _connection_save(connection, credentials=credentials)
 
 
-def _connection_save(connection, *, config, credentials):
+def connection_clean(connection, *, credentials=None):
+    """Every problem that keeps `connection`, its settings already set on it, from being saved, keyed by field
+    ("config.base_url", "credentials.api_key", "name"); `credentials` are the new ones, if any. The admin's form
+    shows them before it saves; connection_create and connection_update raise them."""
     errors = {}
+    stored = connection.pk and Connection.objects.filter(pk=connection.pk).values("provider", "organization_id").first()
+    if stored:
+        if stored["provider"] != connection.provider:
+            errors["provider"] = ["The provider of a connection cannot change: create a new connection."]
+        if stored["organization_id"] != connection.organization_id:
+            errors["organization"] = ["A connection cannot move to another organization."]
     try:
         connector = get_connector_class(connection.provider)
     except UnknownProvider:
         connector = None  # a provider retired after the connection was made: its config cannot be checked
     if connector is not None:
-        for key, messages in connector.validate_config(config).items():
+        for key, messages in connector.validate_config(connection.config).items():
             errors[f"config.{key}"] = messages
         if credentials:
             for key, messages in connector.validate_credentials(credentials).items():
                 errors[f"credentials.{key}"] = messages
-    for path in connection_config_secret_keys(config):
+    for path in connection_config_secret_keys(connection.config):
         errors[path] = ["This looks like a secret: put it in credentials, which are stored encrypted."]
-    clash = Connection.objects.for_org(connection.organization).filter(name=connection.name)
-    if clash.exclude(pk=connection.pk).exists():
-        errors["name"] = ["Another connection of your organization has this name."]
+    if connection.organization_id is not None:
+        clash = Connection.objects.for_org(connection.organization).filter(name=connection.name)
+        if clash.exclude(pk=connection.pk).exists():
+            errors["name"] = ["Another connection of your organization has this name."]
+    return errors
+
+
+def _connection_save(connection, *, credentials):
+    errors = connection_clean(connection, credentials=credentials)
     if errors:
         raise ValidationError(errors)
     try:
@@ -185,6 +206,31 @@ def _connection_save(connection, *, config, credentials):
     except IntegrityError:
         raise ValidationError({"name": ["Another connection of your organization has this name."]}) from None
     return connection
+
+
+class ConnectionInUse(Exception):
+    """Mappings use the connection: it cannot be deleted under them."""
+
+    def __init__(self, connection, mappings):
+        self.mappings = mappings
+        super().__init__(
+            f"Connection '{connection.name}' is used by the mapping(s) {', '.join(repr(m.name) for m in mappings)}: "
+            "delete them or move them to another connection first."
+        )
+
+
+@transaction.atomic
+def connection_delete(*, connection):
+    """Delete a connection with its webhook endpoints and sandbox data; raise ConnectionInUse while a mapping
+    uses it (the database's PROTECT decides, so a mapping made meanwhile counts too). Runs belong to mappings:
+    a connection with a run queued or running is always in use."""
+    try:
+        with transaction.atomic():
+            connection.delete()
+    except ProtectedError as exc:
+        mappings = sorted(set(exc.protected_objects), key=lambda mapping: mapping.name)
+        raise ConnectionInUse(connection, mappings) from None
+    log_event("connection_deleted", connection=connection.name)
 
 
 # --- schema ------------------------------------------------------------------------------------------------------

@@ -8,8 +8,12 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import connections
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.utils.translation import ngettext
@@ -18,11 +22,14 @@ from accounts.models import Organization
 from syncs.chains import sync_run_retry_failures
 from syncs.models import (
     COUNT_FIELDS,
+    BulkAction,
+    ErrorCountHour,
     ErrorGroupRetry,
     ErrorStatus,
     RecordError,
     RecordLink,
     Resolution,
+    RollupWatermark,
     SyncBatch,
     SyncRun,
 )
@@ -49,6 +56,28 @@ def pretty_json(value):
     if value is None:
         return None
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+class EstimatedCountPaginator(Paginator):
+    """Pages of a table with millions of rows that do not count them all on every click.
+
+    Up to EXACT_UP_TO rows are counted exactly, by a count that stops there; a longer result is as long as
+    PostgreSQL's planner estimates it (from the table's statistics), which is what "N results" and the page links
+    then show. A page past the true end answers like any page out of range.
+    """
+
+    EXACT_UP_TO = 10_000
+
+    @cached_property
+    def count(self):
+        rows = self.object_list.order_by()
+        counted = rows[: self.EXACT_UP_TO + 1].count()
+        if counted <= self.EXACT_UP_TO:
+            return counted
+        if connections[rows.db].vendor != "postgresql":
+            return rows.count()  # SQLite: a newcomer's database, small enough to count
+        plan = json.loads(rows.explain(format="json"))
+        return max(counted, int(plan[0]["Plan"]["Plan Rows"]))
 
 
 class RecoveryActionsMixin:
@@ -110,6 +139,21 @@ class SyncRunAdmin(RecoveryActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = ["mapping_link", "parent_link", "root_link", "children_links", "record_errors_link", "duration"]
     inlines = [SyncBatchInline]
     actions = ["retry_failures"]
+
+    def delete_view(self, request, object_id, extra_context=None):
+        # A queued or running run deleted under its worker would leave its claims and links half done (the API
+        # deletes no run; a mapping's service refuses while one of its runs is active). A finished one may go.
+        run = self.get_object(request, object_id)
+        if run is not None and not run.is_finished:
+            self.message_user(request, "This run is queued or running: cancel it first, or let it finish.",
+                              messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:syncs_syncrun_change", args=[run.pk]))
+        return super().delete_view(request, object_id, extra_context)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # it would not ask each run whether it is finished
+        return actions
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("mapping", "organization")
@@ -188,11 +232,18 @@ class RecordErrorAdmin(RecoveryActionsMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "organization",
         "run_link",
     ]
-    list_filter = ["level", "category", "status", "retryable", "durability", "organization", "mapping"]
+    # A date filter of fixed ranges rather than date_hierarchy, which scans the filtered errors for their dates
+    # (MIN/MAX, then every distinct day) on every click.
+    list_filter = [("created_at", admin.DateFieldListFilter), "level", "category", "status", "retryable",
+                   "durability", "organization", "mapping"]
     search_fields = ["message", "source_record_id", "error_code"]
     list_select_related = ["mapping", "organization"]
-    date_hierarchy = "created_at"
+    # Newest first by primary key (errors are numbered as they are created), the one order an index gives
+    # across organizations; sorting a million rows by another column on a click is not offered.
+    ordering = ["-pk"]
+    sortable_by = []
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     fieldsets = [
         (None, {"fields": ["code", "organization", "mapping", "run_link", "batch", "direction"]}),
         (
@@ -351,6 +402,46 @@ class RecordLinkAdmin(admin.ModelAdmin):
     @admin.display(description="Last error")
     def last_error_link(self, obj):
         return admin_link(RecordError, obj.last_error_id)
+
+
+@admin.register(BulkAction)
+class BulkActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "kind", "status", "organization", "started_at", "finished_at"]
+    list_filter = ["kind", "status", "organization"]
+    list_select_related = ["organization"]
+    show_full_result_count = False
+    fields = ["code", "organization", "kind", "status", "selection_pre", "options", "summary_pre", "failure",
+              "created_at", "started_at", "finished_at"]
+    readonly_fields = ["selection_pre", "summary_pre"]
+
+    @admin.display(description="Selection")
+    def selection_pre(self, obj):
+        # A long id list is shown by its length.
+        selection = obj.selection
+        if "ids" in selection:
+            selection = {"ids": f"{len(selection['ids'])} errors"}
+        return pretty_json(selection)
+
+    @admin.display(description="Summary")
+    def summary_pre(self, obj):
+        return pretty_json(obj.summary)
+
+
+@admin.register(ErrorCountHour)
+class ErrorCountHourAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The analytics' hourly counts (syncs.rollups): recounted from the errors, never edited."""
+
+    list_display = ["hour", "organization", "category", "error_code", "count"]
+    list_filter = ["category", "organization"]
+    list_select_related = ["organization"]
+    search_fields = ["error_code"]
+    ordering = ["-hour", "-pk"]
+    show_full_result_count = False
+
+
+@admin.register(RollupWatermark)
+class RollupWatermarkAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "counted_until", "updated_at"]
 
 
 @admin.register(ErrorGroupRetry)

@@ -12,6 +12,7 @@ run with nothing left open becomes *recovered*.
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Q
+from django.db.models.functions import Coalesce
 
 from integrations.services import connection_reconnect
 from syncs.events import log_event
@@ -81,19 +82,35 @@ def chains_settle(*, run_ids):
         return []
     roots = {root_id or own_id for own_id, root_id in
              SyncRun.objects.filter(pk__in=run_ids).values_list("pk", "root_id")}
+    failed = set(SyncRun.objects.filter(pk__in=roots, status__in=(RunStatus.PARTIALLY_FAILED, RunStatus.FAILED))
+                 .values_list("pk", flat=True))
+    # A bulk close touches thousands of chains, most of which still have something open: those are found in
+    # two queries, and only the rest are looked at one by one.
     recovered = []
-    for root in SyncRun.objects.filter(pk__in=roots, status__in=(RunStatus.PARTIALLY_FAILED, RunStatus.FAILED)):
+    for root in SyncRun.objects.filter(pk__in=failed - _roots_still_failing(failed)).order_by("pk"):
         if chain_refresh_status(root):
             recovered.append(root.pk)
     return recovered
 
 
+def _roots_still_failing(roots):
+    """The root runs of `roots` with an unresolved failure in their chain, whether it is in one of the chain's
+    runs or moved on from one (origin_run)."""
+    failures = RecordError.objects.filter(level__in=FAILURE_LEVELS, status__in=UNRESOLVED_ERROR_STATUSES)
+    failing = set()
+    for run in ("run", "origin_run"):
+        failing.update(
+            failures.filter(Q(**{f"{run}_id__in": roots}) | Q(**{f"{run}__root_id__in": roots}))
+            .annotate(chain_root=Coalesce(f"{run}__root_id", f"{run}_id")).order_by()
+            .values_list("chain_root", flat=True).distinct()
+        )
+    return failing & set(roots)
+
+
 def errors_settle(errors):
     """Settle the chains of these errors: call after resolving, ignoring or superseding them."""
-    run_ids = set()
-    for run_id, origin_id in errors.values_list("run_id", "origin_run_id"):
-        run_ids.update((run_id, origin_id))
-    return chains_settle(run_ids=run_ids)
+    pairs = errors.order_by().values_list("run_id", "origin_run_id").distinct()
+    return chains_settle(run_ids={run_id for pair in pairs for run_id in pair})
 
 
 def sync_run_retry_failures(*, run, force=False):
@@ -112,7 +129,7 @@ def sync_run_retry_failures(*, run, force=False):
         return sync_run_queue(mapping=run.mapping, trigger=Trigger.RETRY, parent=run,
                               options={"resolution": Resolution.REPLAY, "force": force})
     failures = failures.filter(level__in=RETRIABLE_LEVELS, status__in=CLAIMABLE_STATUSES)
-    blocked = snapshotless_errors(failures)
+    blocked = snapshotless_errors(failures, organization=run.organization)
     with transaction.atomic():
         runs, _queued = retries_queue(failures.exclude(pk__in=blocked), trigger=Trigger.RETRY,
                                       resolution=Resolution.REPLAY, force=force, parent=run)

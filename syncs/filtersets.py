@@ -4,6 +4,8 @@ The error filter does not filter by itself: it validates the query and hands it 
 `syncs.selectors.record_errors_matching`, so a filter means the same in the API, the CLI and the admin.
 """
 
+import types
+
 import django_filters
 from rest_framework import exceptions
 
@@ -96,6 +98,13 @@ class RecordErrorFilterSet(django_filters.FilterSet):
             raise exceptions.ValidationError({"filter": {name: list(errors) for name, errors in
                                                          filterset.errors.items()}})
         return filterset
+
+    @classmethod
+    def matching(cls, data, *, organization):
+        """The organization's errors matching a filter object outside a request (a bulk action's worker): the
+        filters read the organization where they would read the request's."""
+        scope = types.SimpleNamespace(org=organization)
+        return cls.from_body(data, request=scope, queryset=RecordError.objects.for_org(organization)).qs
 
 
 class RecordStatusFilterSet(django_filters.FilterSet):

@@ -2,10 +2,13 @@
 
 import uuid
 
-from django.db import models
+from django.core.exceptions import EmptyResultSet
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections, models, transaction
+from django.db.models import Q, sql
 from django.utils import timezone
 
-from accounts.tenancy import TenantModel
+from accounts.tenancy import TenantModel, TenantQuerySet
 from integrations.errors import Durability, ErrorCategory
 
 
@@ -61,7 +64,7 @@ class SyncRun(TenantModel):
     warned = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     system_error = models.TextField(blank=True, default="")
-    # What the run was asked to do (syncs.engine.options.RunOptions); its state and outputs have fields of their
+    # What the run was asked to do (syncs.options.RunOptions); its state and outputs have fields of their
     # own.
     options = models.JSONField(default=dict, blank=True)
     # Where the reverse pass of a two-way mapping started reading (the mapping's target cursor at the first claim).
@@ -70,6 +73,10 @@ class SyncRun(TenantModel):
     plan = models.JSONField(default=list, blank=True)
     claims = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker started this run.")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Every pass has been read (or the read stopped): what is left is the batches staged for the workers.
+    read_finished_at = models.DateTimeField(null=True, blank=True)
+    # A worker is closing the run (syncs.engine.batches.sync_run_try_finish); reset when a worker takes it over.
+    finishing_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -96,6 +103,7 @@ class SyncRun(TenantModel):
 
 class BatchStatus(models.TextChoices):
     PENDING = "pending", "Pending"
+    STAGED = "staged", "Read, waiting for a worker"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     PARTIALLY_FAILED = "partially_failed", "Partially failed"
@@ -126,11 +134,22 @@ class SyncBatch(TenantModel):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A page read and staged for any worker to process (syncs.engine.batches): its records, until it is done.
+    records = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    # Runs whose errors this batch resolved or superseded: their chains are re-evaluated when the run finishes.
+    touched_runs = models.JSONField(default=list, blank=True)
+    worker = models.CharField(max_length=100, blank=True, default="", help_text="host:pid of the worker that "
+                              "processed the batch (last, if it was taken over).")
 
     class Meta:
         ordering = ["run", "sequence"]
         constraints = [
             models.UniqueConstraint(fields=["run", "direction", "sequence"], name="batch_unique_sequence"),
+        ]
+        indexes = [
+            # Batches in flight: a connection's concurrency limit, and the reaper's stale batches.
+            models.Index(fields=["status", "heartbeat_at"], name="batch_status_heartbeat_idx",
+                         condition=models.Q(status__in=["staged", "running"])),
         ]
 
     def __str__(self):
@@ -175,6 +194,38 @@ class Resolution(models.TextChoices):
     SUPERSEDED = "superseded", "Failed again in a later run"
 
 
+RETRY_RESOLUTIONS = (Resolution.AUTO_RETRY, Resolution.REPLAY, Resolution.MANUAL_RETRY, Resolution.BULK_RETRY)
+
+# A superseded error was not fixed (its record failed again, and the newer error carries first_seen_at
+# forward), and a warning never failed: timing either would make recovery look faster than it is.
+TIMED_RESOLUTIONS = (*RETRY_RESOLUTIONS, Resolution.FIXED, Resolution.IGNORED)
+
+
+class RecordErrorQuerySet(TenantQuerySet):
+    def update_returning(self, returning, **values):
+        """update(), in one statement that also answers the `returning` fields of each row it changed.
+
+        Keep the conditions on the errors themselves (pk__in=a subquery, status__in=...): a row another caller
+        changed first is then re-checked after its lock, and neither changed nor returned (READ COMMITTED).
+        """
+        if self.query.is_sliced:
+            raise TypeError("Cannot update a query once a slice has been taken.")
+        # As update() builds its statement; RETURNING is standard SQL on PostgreSQL and SQLite (3.35+).
+        query = self.query.chain(sql.UpdateQuery)
+        query.add_update_values(values)
+        query.clear_ordering(force=True)
+        query.clear_select_clause()
+        try:
+            update_sql, params = query.get_compiler(self.db).as_sql()
+        except EmptyResultSet:
+            return []  # a condition nothing can meet (an empty IN list)
+        quote = connections[self.db].ops.quote_name
+        columns = ", ".join(quote(self.model._meta.get_field(name).column) for name in returning)
+        with transaction.mark_for_rollback_on_error(using=self.db), connections[self.db].cursor() as cursor:
+            cursor.execute(f"{update_sql} RETURNING {columns}", params)
+            return cursor.fetchall()
+
+
 class RecordError(TenantModel):
     """One failing, warned or ignored record of a run (or the run's system error, or a batch's error).
 
@@ -182,10 +233,15 @@ class RecordError(TenantModel):
     empty when the mapping's logging level is none. `detail` is technical and already scrubbed of secrets.
     """
 
+    # Indexed only by the composite indexes below that start with it: every index costs each error's every
+    # status change (a bulk retry or resolve rewrites a hundred thousand rows).
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+",
+                                     db_index=False)
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="record_errors")
     batch = models.ForeignKey(SyncBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="errors")
-    mapping = models.ForeignKey("mappings.Mapping", on_delete=models.CASCADE, related_name="record_errors")
+    mapping = models.ForeignKey("mappings.Mapping", on_delete=models.CASCADE, related_name="record_errors",
+                                db_index=False)
     level = models.CharField(max_length=10, choices=ErrorLevel.choices, default=ErrorLevel.RECORD)
     category = models.CharField(max_length=20, choices=ErrorCategory.choices)
     error_code = models.CharField(max_length=100, blank=True, default="")
@@ -209,7 +265,7 @@ class RecordError(TenantModel):
     resolution = models.CharField(max_length=30, choices=Resolution.choices, blank=True, default="")
     resolution_note = models.TextField(blank=True, default="", help_text="Why it was ignored or resolved by hand.")
     # Set by the one caller whose conditional update claimed this error for a retry (see syncs.retries).
-    claim_token = models.UUIDField(null=True, blank=True, db_index=True)
+    claim_token = models.UUIDField(null=True, blank=True)
     last_retried_at = models.DateTimeField(null=True, blank=True)
     # The transformed record as corrected by an operator in the review queue; a retry writes it as is. It moves
     # to the record's next error when a retry fails again, until the record syncs or a newer edit replaces it.
@@ -220,23 +276,48 @@ class RecordError(TenantModel):
     origin_run = models.ForeignKey(
         SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="originated_errors"
     )
-    fingerprint = models.CharField(max_length=40, db_index=True)
+    fingerprint = models.CharField(max_length=40)
     # When this record first failed: carried forward when a later run's error supersedes this one, so
     # resolution time counts from the first failure, not the last.
     first_seen_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = RecordErrorQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Every index is paid for by each insert and each status change, so each one here serves a named query.
+        # The search filter's trigram indexes (PostgreSQL only) are in migration 0007.
         indexes = [
+            # The errors list (newest first, in pages): the organization's newest errors, or one mapping's. The
+            # trailing columns are the list's filters: checked in the index, so a filtered page reads from the
+            # table only the rows it shows. A rare status has its own index; the admin's list filters by status
+            # across organizations.
+            models.Index(fields=["organization", "-created_at", "-id", "status", "category", "level", "mapping",
+                                 "error_code"], name="error_org_recent_idx"),
+            models.Index(fields=["mapping", "-created_at", "-id", "status", "category", "level", "error_code"],
+                         name="error_mapping_recent_idx"),
             models.Index(fields=["organization", "status", "-created_at"], name="error_org_status_idx"),
             models.Index(fields=["status", "next_retry_at"], name="error_due_retry_idx"),
             models.Index(fields=["mapping", "source_record_id"], name="error_mapping_record_idx"),
-            # Analytics windows: errors by category/code and the trend, resolution time, retry success.
-            models.Index(fields=["organization", "level", "created_at"], name="error_org_level_created_idx"),
-            models.Index(fields=["organization", "resolved_at"], name="error_org_resolved_idx"),
-            models.Index(fields=["organization", "last_retried_at"], name="error_org_retried_idx"),
+            models.Index(fields=["claim_token"], name="error_claim_token_idx",
+                         condition=Q(claim_token__isnull=False)),
+            # Analytics windows, each read from its index alone (index-only scans): errors by category and code
+            # and the trend; resolution time; retry success.
+            models.Index(fields=["organization", "level", "created_at", "category", "error_code"],
+                         name="error_org_window_idx"),
+            models.Index(fields=["organization", "resolved_at", "first_seen_at"], name="error_org_resolved_idx",
+                         condition=Q(level=ErrorLevel.RECORD, status__in=(ErrorStatus.RESOLVED, ErrorStatus.IGNORED),
+                                     resolution__in=TIMED_RESOLUTIONS)),
+            models.Index(fields=["organization", "last_retried_at", "status", "resolution"],
+                         name="error_org_retried_idx",
+                         condition=Q(level=ErrorLevel.RECORD, last_retried_at__isnull=False)),
+            # Error groups: the unresolved record errors, in fingerprint order with every column a group shows.
+            models.Index(fields=["organization", "fingerprint", "mapping", "category", "error_code", "field",
+                                 "status", "first_seen_at", "created_at", "id"],
+                         name="error_org_open_group_idx",
+                         condition=Q(level=ErrorLevel.RECORD, status__in=UNRESOLVED_ERROR_STATUSES)),
             models.Index(fields=["organization", "fingerprint", "status"], name="error_org_group_idx"),
         ]
 
@@ -286,7 +367,8 @@ class RecordLink(TenantModel):
         ]
         indexes = [
             models.Index(fields=["mapping", "target_record_id"], name="link_target_idx"),
-            models.Index(fields=["organization", "status"], name="link_org_status_idx"),
+            # Record status by status, and the analytics' links per mapping and status (from the index alone).
+            models.Index(fields=["organization", "status", "mapping"], name="link_org_status_mapping_idx"),
         ]
 
     def __str__(self):
@@ -330,3 +412,75 @@ class ErrorGroupRetry(TenantModel):
 
     def __str__(self):
         return f"Group retry {self.fingerprint[:8]} ({self.status})"
+
+
+class BulkActionKind(models.TextChoices):
+    RETRY = "retry", "Retry"
+    IGNORE = "ignore", "Ignore"
+    RESOLVE = "resolve", "Resolve"
+
+
+class BulkActionStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class BulkAction(TenantModel):
+    """A retry, ignore or resolve of many record errors, carried out by a worker (syncs.bulk).
+
+    `selection` is what the request named, as it named it: {"filter": {...}} (the errors list's query) or
+    {"ids": [primary keys]}; `options` the action's own (force, note). `summary` is the answer the synchronous
+    action would have given, filled in when the worker is done.
+    """
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=10, choices=BulkActionKind.choices)
+    selection = models.JSONField(default=dict)
+    options = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=BulkActionStatus.choices, default=BulkActionStatus.QUEUED)
+    summary = models.JSONField(null=True, blank=True)
+    failure = models.TextField(blank=True, default="", help_text="Why the action stopped without being done.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="bulk_action_org_recent_idx"),
+        ]
+
+    def __str__(self):
+        return f"Bulk {self.kind} {self.code} ({self.status})"
+
+
+class ErrorCountHour(TenantModel):
+    """Record-level errors created in one UTC hour, per category and code: what the analytics count a window
+    from (syncs.rollups). Only hours the rollup has counted are here; see RollupWatermark."""
+
+    hour = models.DateTimeField()
+    category = models.CharField(max_length=20, choices=ErrorCategory.choices)
+    error_code = models.CharField(max_length=100, blank=True, default="")
+    count = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "hour", "category", "error_code"],
+                                    name="error_count_hour_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.count} × {self.category}/{self.error_code} at {self.hour:%Y-%m-%d %H:00}"
+
+
+class RollupWatermark(models.Model):
+    """How far a rollup has counted: every hour before `counted_until` is in it (syncs.rollups)."""
+
+    name = models.CharField(max_length=50, unique=True)
+    counted_until = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.name} counted until {self.counted_until:%Y-%m-%d %H:00}"

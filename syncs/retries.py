@@ -5,13 +5,16 @@ claim token only this caller knows), grouped per mapping, and replayed in a run 
 engine re-fetches each record from the source where the connector can (safe replay), falls back to the
 snapshot, and never overwrites a target record that changed after the failure unless forced. RecordLink keeps
 every replay idempotent.
+
+Everything here is set-based: errors are counted, claimed and grouped by a few statements whatever their number,
+never one by one; a bulk retry of a hundred thousand errors costs a handful of queries.
 """
 
 import uuid
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Aggregate, Count, JSONField, Q
 from django.utils import timezone
 
 from integrations.errors import ErrorCategory
@@ -23,24 +26,40 @@ from syncs.options import RunOptions
 from syncs.policy import retry_policy
 from syncs.services import sync_run_queue
 
-RETRY_RESOLUTIONS = (Resolution.AUTO_RETRY, Resolution.REPLAY, Resolution.MANUAL_RETRY, Resolution.BULK_RETRY)
-
-
 CLAIMABLE_STATUSES = (ErrorStatus.OPEN, ErrorStatus.RETRY_SCHEDULED, ErrorStatus.IN_REVIEW, ErrorStatus.EXHAUSTED)
-
 
 RETRIABLE_LEVELS = (ErrorLevel.RECORD, ErrorLevel.BATCH)
 
+CLOSED_STATUSES = (ErrorStatus.RESOLVED, ErrorStatus.IGNORED)
+
+# What a claim answers of each error it took: enough to group them into replay runs.
+CLAIMED_FIELDS = ("id", "mapping_id", "level", "batch_id")
+
+
+class IdList(Aggregate):
+    """The values of a group as one JSON list: the ids of a hundred thousand errors come back as a row per
+    mapping, not a row each."""
+
+    function = "JSON_GROUP_ARRAY"
+    output_field = JSONField()
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, function="JSONB_AGG", **extra)
 
 
 def claim_errors(queryset, *, now, token=None):
     """Claim the claimable errors of `queryset` for this caller: two concurrent callers never share one."""
     token = token or uuid.uuid4()
-    ids = list(queryset.values_list("pk", flat=True))
-    RecordError.objects.filter(pk__in=ids, status__in=CLAIMABLE_STATUSES).update(
-        status=ErrorStatus.RETRYING, claim_token=token, last_retried_at=now, next_retry_at=None, updated_at=now
-    )
+    _claim(queryset, now=now, token=token)
     return RecordError.objects.filter(claim_token=token, status=ErrorStatus.RETRYING)
+
+
+def _claim(queryset, *, now, token):
+    """One conditional UPDATE … RETURNING: the rows (CLAIMED_FIELDS) this caller claimed, and no other."""
+    return RecordError.objects.filter(pk__in=queryset.values("pk"), status__in=CLAIMABLE_STATUSES).update_returning(
+        CLAIMED_FIELDS, status=ErrorStatus.RETRYING, claim_token=token, last_retried_at=now, next_retry_at=None,
+        updated_at=now,
+    )
 
 
 def sync_run_claim_errors(run, *, now):
@@ -50,58 +69,81 @@ def sync_run_claim_errors(run, *, now):
         claim_errors(RecordError.objects.filter(pk__in=options.errors), now=now, token=options.claim_token)
 
 
-def retries_queue(errors, *, trigger, resolution, force=False, parent=None, extra_options=None, now=None):
+def retries_queue(errors, *, trigger, resolution, force=False, parent=None, extra_options=None, now=None,
+                  claim_on_start=False):
     """Queue one replay run per mapping for the claimable errors of `errors`; returns (runs, queued).
 
     An error is claimed only by a run that can start now: for a mapping with no run queued or running the
     errors are claimed at once; for a busy one the replay waits in the queue and claims them when it starts
-    (what someone else resolved or retried meanwhile is then left alone).
+    (what someone else resolved or retried meanwhile is then left alone). `claim_on_start` makes every replay
+    wait like that: a bulk action's replays claim their errors where they run, a mapping at a time, instead of
+    one statement rewriting every error before any replay can start.
     """
     now = now or timezone.now()
     errors = errors.filter(status__in=CLAIMABLE_STATUSES)
-    busy = SyncRun.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False)
-    waiting = list(errors.filter(mapping_id__in=busy.values("mapping_id")).values_list("pk", flat=True))
-    token = uuid.uuid4()
-    claimed = claim_errors(errors.exclude(pk__in=waiting), now=now, token=token)
-    runs = queue_replays(claimed, trigger=trigger, resolution=resolution, force=force, parent=parent,
-                         extra_options={**(extra_options or {}), "claim_token": str(token)})
-    queued = claimed.count()
-    if waiting:
-        deferred = RecordError.objects.filter(pk__in=waiting)
-        runs += queue_replays(deferred, trigger=trigger, resolution=resolution, force=force, parent=parent,
-                              extra_options={**(extra_options or {}), "claim_token": str(uuid.uuid4()),
-                                             "claim_on_start": True})
-        queued += len(waiting)
+    options = {**(extra_options or {}), "resolution": resolution, "force": force}
+    runs, queued = [], 0
+    if not claim_on_start:
+        busy = SyncRun.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False)
+        waiting = errors.filter(mapping_id__in=list(busy.values_list("mapping_id", flat=True)))
+        token = uuid.uuid4()
+        claimed = _claim(errors.exclude(pk__in=waiting.values("pk")), now=now, token=token)
+        runs += queue_replays(_grouped(claimed), trigger=trigger, parent=parent,
+                              options={**options, "claim_token": str(token)})
+        queued += len(claimed)
+        errors = waiting
+    groups = {row["mapping_id"]: {"errors": row["errors"], "batches": row["batches"] or []}
+              for row in errors.order_by().values("mapping_id").annotate(
+                  errors=IdList("pk"), batches=IdList("batch_id", filter=Q(level=ErrorLevel.BATCH,
+                                                                           batch_id__isnull=False)))}
+    for mapping_id, group in groups.items():
+        runs += queue_replays({mapping_id: group}, trigger=trigger, parent=parent,
+                              options={**options, "claim_token": str(uuid.uuid4()), "claim_on_start": True})
+        queued += len(group["errors"])
     return runs, queued
 
 
-def queue_replays(errors, *, trigger, resolution, force=False, parent=None, extra_options=None):
-    """One replay run per mapping for `errors`; returns the runs."""
-    runs = []
-    by_mapping = {}
-    for error_id, mapping_id, level, batch_id in errors.values_list("pk", "mapping_id", "level", "batch_id"):
-        group = by_mapping.setdefault(mapping_id, {"errors": [], "batches": []})
-        if level == ErrorLevel.BATCH:
-            group["batches"].append(batch_id)
+def _grouped(claimed):
+    """{mapping id: {"errors": [ids], "batches": [batch ids]}} of claimed rows (CLAIMED_FIELDS)."""
+    groups = {}
+    for error_id, mapping_id, level, batch_id in claimed:
+        group = groups.setdefault(mapping_id, {"errors": [], "batches": []})
         group["errors"].append(error_id)
-    mappings = {m.pk: m for m in Mapping.objects.filter(pk__in=by_mapping).select_related("organization")}
-    for mapping_id, group in sorted(by_mapping.items()):
-        options = {"errors": group["errors"], "batches": [b for b in group["batches"] if b],
-                   "resolution": resolution, "force": force, **(extra_options or {})}
-        runs.append(sync_run_queue(mapping=mappings[mapping_id], trigger=trigger, parent=parent, options=options))
-    return runs
+        if level == ErrorLevel.BATCH and batch_id:
+            group["batches"].append(batch_id)
+    return groups
 
 
-def snapshotless_errors(queryset):
-    """Record errors that cannot be replayed: no snapshot, no edit, and a source connector that cannot fetch."""
-    blocked = []
-    rows = queryset.filter(level=ErrorLevel.RECORD, snapshot_before__isnull=True, edited_payload__isnull=True)
-    for error in rows.select_related("mapping__source_connection", "mapping__target_connection"):
-        connection = (error.mapping.source_connection if error.direction == "forward"
-                      else error.mapping.target_connection)
-        if not connection.get_connector().supports_fetch:
-            blocked.append(error.pk)
-    return blocked
+def queue_replays(groups, *, trigger, parent=None, options):
+    """One replay run per mapping of `groups` ({mapping id: {"errors": [...], "batches": [...]}}); the runs."""
+    mappings = Mapping.objects.filter(pk__in=groups).select_related("organization").in_bulk()
+    return [sync_run_queue(mapping=mappings[mapping_id], trigger=trigger, parent=parent,
+                           options={**options, "errors": group["errors"], "batches": group["batches"]})
+            for mapping_id, group in sorted(groups.items())]
+
+
+def snapshotless(organization):
+    """A filter of the record errors of `organization` that cannot be replayed: no snapshot, no edit, and a
+    connector on the record's side that cannot fetch it again; None when every connection can fetch."""
+    cannot_fetch = {}
+    blocked = {"forward": [], "reverse": []}
+    for mapping in Mapping.objects.for_org(organization).select_related("source_connection", "target_connection"):
+        for direction, connection in (("forward", mapping.source_connection), ("reverse", mapping.target_connection)):
+            if connection.pk not in cannot_fetch:
+                cannot_fetch[connection.pk] = not connection.get_connector().supports_fetch
+            if cannot_fetch[connection.pk]:
+                blocked[direction].append(mapping.pk)
+    if not blocked["forward"] and not blocked["reverse"]:
+        return None
+    side = Q(direction="forward", mapping_id__in=blocked["forward"]) | (
+        ~Q(direction="forward") & Q(mapping_id__in=blocked["reverse"]))
+    return Q(level=ErrorLevel.RECORD, snapshot_before__isnull=True, edited_payload__isnull=True) & side
+
+
+def snapshotless_errors(queryset, *, organization):
+    """The primary keys of the errors of `queryset` that cannot be replayed (see snapshotless)."""
+    blocked = snapshotless(organization)
+    return [] if blocked is None else list(queryset.filter(blocked).values_list("pk", flat=True))
 
 
 SKIP_REASONS = {
@@ -120,10 +162,11 @@ NO_SNAPSHOT_MESSAGE = (
 
 
 def errors_retry(*, organization, queryset=None, error_ids=None, resolution=Resolution.BULK_RETRY, force=False,
-                 trigger=Trigger.RETRY, extra_options=None):
+                 trigger=Trigger.RETRY, extra_options=None, claim_on_start=False):
     """Retry errors (by ids, or every error of `queryset`), grouped into one replay run per mapping.
 
-    Safe under concurrency: overlapping calls process each error once. Returns a summary:
+    Safe under concurrency: overlapping calls process each error once. `claim_on_start` leaves the claims to
+    the replays (see retries_queue): what a replay finds taken by then it leaves alone. Returns a summary:
     {"queued": n, "runs": [run ids], "skipped": {reason: n}}.
     """
     now = timezone.now()
@@ -134,32 +177,29 @@ def errors_retry(*, organization, queryset=None, error_ids=None, resolution=Reso
         candidates = candidates.filter(pk__in=list(error_ids))
     else:
         # "Everything matching a filter" means what is still open; named ids get a reason for each skip.
-        candidates = candidates.exclude(status__in=(ErrorStatus.RESOLVED, ErrorStatus.IGNORED))
-    skipped = {}
-    test_errors = candidates.filter(run__is_test=True).count()
-    if test_errors:
-        skipped["test_run"] = test_errors
-    candidates = candidates.filter(run__is_test=False)
-    not_errors = candidates.exclude(level__in=RETRIABLE_LEVELS).count()
-    if not_errors:
-        skipped["not_retriable"] = not_errors
-    candidates = candidates.filter(level__in=RETRIABLE_LEVELS)
-    for reason, statuses in (("already_resolved", (ErrorStatus.RESOLVED, ErrorStatus.IGNORED)),
-                             ("already_retrying", (ErrorStatus.RETRYING,))):
-        count = candidates.filter(status__in=statuses).count()
-        if count:
-            skipped[reason] = count
-    claimable = candidates.filter(status__in=CLAIMABLE_STATUSES)
-    blocked = snapshotless_errors(claimable)
-    if blocked:
-        skipped["no_snapshot"] = len(blocked)
-        claimable = claimable.exclude(pk__in=blocked)
-    claimable_ids = list(claimable.values_list("pk", flat=True))
+        candidates = candidates.exclude(status__in=CLOSED_STATUSES)
+    retriable = Q(run__is_test=False, level__in=RETRIABLE_LEVELS)
+    claimable = retriable & Q(status__in=CLAIMABLE_STATUSES)
+    blocked = snapshotless(organization)
+    # Every reason to skip, counted in one pass over the candidates.
+    reasons = {
+        "test_run": Q(run__is_test=True),
+        "not_retriable": Q(run__is_test=False) & ~Q(level__in=RETRIABLE_LEVELS),
+        "already_resolved": retriable & Q(status__in=CLOSED_STATUSES),
+        "already_retrying": retriable & Q(status=ErrorStatus.RETRYING),
+    }
+    if blocked is not None:
+        reasons["no_snapshot"] = claimable & blocked
+        claimable &= ~blocked
+    counts = candidates.aggregate(claimable=Count("pk", filter=claimable),
+                                  **{reason: Count("pk", filter=condition) for reason, condition in reasons.items()})
+    skipped = {reason: counts[reason] for reason in reasons if counts[reason]}
     with transaction.atomic():
-        runs, queued = retries_queue(RecordError.objects.filter(pk__in=claimable_ids), trigger=trigger,
-                                     resolution=resolution, force=force, extra_options=extra_options, now=now)
+        runs, queued = retries_queue(candidates.filter(claimable), trigger=trigger, resolution=resolution,
+                                     force=force, extra_options=extra_options, now=now,
+                                     claim_on_start=claim_on_start)
     # A concurrent caller may have claimed some of ours between our count and our claim.
-    raced = len(claimable_ids) - queued
+    raced = counts["claimable"] - queued
     if raced > 0:
         skipped["already_retrying"] = skipped.get("already_retrying", 0) + raced
     log_event("errors_retry", organization=organization.slug, queued=queued, runs=[r.pk for r in runs],

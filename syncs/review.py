@@ -1,7 +1,6 @@
 """The review queue and closing errors by hand: correct a record and retry it, ignore it with a reason, or
 resolve it; one error at a time or in bulk (by ids or by the errors list's filter)."""
 
-import uuid
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -11,7 +10,7 @@ from integrations.errors import ConnectorError
 from integrations.services import connection_schema
 from mappings.models import Mapping
 from mappings.validation import validate_payload
-from syncs.chains import errors_settle
+from syncs.chains import chains_settle
 from syncs.events import log_event
 from syncs.groups import group_retries_advance
 from syncs.models import (
@@ -97,32 +96,40 @@ def errors_close(*, organization, status, note="", queryset=None, error_ids=None
     if error_ids is not None:
         candidates = candidates.filter(pk__in=list(error_ids))
     total = candidates.count()
-    now, token = timezone.now(), uuid.uuid4()
+    now = timezone.now()
     with transaction.atomic():
-        candidates.filter(status__in=UNRESOLVED_ERROR_STATUSES).update(
-            status=status, resolution=resolution, resolved_at=now, resolution_note=note[:2000],
-            next_retry_at=None, claim_token=token, updated_at=now,
+        # One conditional UPDATE … RETURNING: the rows this call closed, and none a concurrent call closed first.
+        closed = RecordError.objects.filter(
+            pk__in=candidates.values("pk"), status__in=UNRESOLVED_ERROR_STATUSES
+        ).update_returning(
+            CLOSED_FIELDS, status=status, resolution=resolution, resolved_at=now, resolution_note=note[:2000],
+            next_retry_at=None, claim_token=None, updated_at=now,
         )
-        closed = RecordError.objects.filter(claim_token=token, status=status)
-        count = closed.count()
         if status == ErrorStatus.IGNORED:
             _links_ignored(closed)
-    errors_settle(closed)
-    for mapping in Mapping.objects.filter(pk__in=closed.values("mapping_id")):
+    chains_settle(run_ids={run_id for row in closed for run_id in (row[1], row[2])})
+    for mapping in Mapping.objects.filter(pk__in={row[3] for row in closed}):
         group_retries_advance(mapping=mapping)
-    closed.update(claim_token=None)
+    count = len(closed)
     skipped = {"already_resolved": total - count} if total > count else {}
     log_event("errors_closed", organization=organization.slug, status=status, closed=count, skipped=skipped)
     return {"closed": count, "skipped": skipped}
 
 
-def _links_ignored(errors):
+# What closing answers of each error it closed: its chain, its mapping, and its record (for the link).
+CLOSED_FIELDS = ("id", "run_id", "origin_run_id", "mapping_id", "level", "direction", "source_record_id")
+
+
+def _links_ignored(closed):
     """The per-record status of ignored records: ignored, not failed (they no longer count as unsynced)."""
-    for direction, column in (("forward", "source_record_id"), ("reverse", "target_record_id")):
-        rows = errors.filter(level=ErrorLevel.RECORD, direction=direction).values_list("mapping_id", "source_record_id")
-        by_mapping = {}
-        for mapping_id, record_id in rows:
-            by_mapping.setdefault(mapping_id, []).append(record_id)
-        for mapping_id, record_ids in by_mapping.items():
-            RecordLink.objects.filter(mapping_id=mapping_id, status=LinkStatus.FAILED,
-                                      **{f"{column}__in": record_ids}).update(status=LinkStatus.IGNORED)
+    by_side = {}
+    for _pk, _run, _origin, mapping_id, level, direction, record_id in closed:
+        if level == ErrorLevel.RECORD:
+            by_side.setdefault((direction, mapping_id), []).append(record_id)
+    for (direction, mapping_id), record_ids in by_side.items():
+        # A reverse error's record is the target's: its link is known by the target side.
+        column = {"forward": "source_record_id", "reverse": "target_record_id"}.get(direction)
+        if column is None:
+            continue
+        RecordLink.objects.filter(mapping_id=mapping_id, status=LinkStatus.FAILED,
+                                  **{f"{column}__in": record_ids}).update(status=LinkStatus.IGNORED)

@@ -7,6 +7,7 @@ import datetime
 from django.db.models import Q
 from django.utils import timezone
 
+from mappings.models import Mapping
 from syncs.chains import run_open_failures
 from syncs.models import RecordError, SyncRun
 
@@ -43,7 +44,10 @@ def record_errors_matching(
     if mapping is not None:
         errors = errors.filter(mapping_id=_pk(mapping))
     if target_connection is not None:
-        errors = errors.filter(mapping__target_connection_id=_pk(target_connection))
+        # The target's mappings by id (a handful), not a join: the newest errors of those mappings then come
+        # straight from the organization's newest-first index.
+        mappings = Mapping.objects.for_org(organization).filter(target_connection_id=_pk(target_connection))
+        errors = errors.filter(mapping_id__in=list(mappings.values_list("pk", flat=True)))
     if run is not None:
         errors = errors.filter(run_id=_pk(run))
     if blocking is not None:

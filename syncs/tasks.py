@@ -9,6 +9,13 @@ def run_sync(run_id):
     sync_run_execute(run_id=run_id)
 
 
+def run_batches(run_id):
+    """A worker's help with a run's staged batches (syncs.engine.batches)."""
+    from syncs.engine import sync_run_help
+
+    return sync_run_help(run_id=run_id)
+
+
 def run_scheduled_mapping(mapping_id):
     from mappings.models import Mapping
     from syncs.models import Trigger
@@ -19,6 +26,20 @@ def run_scheduled_mapping(mapping_id):
         log_event("schedule_skipped", mapping_id=mapping_id, reason="mapping missing or inactive")
         return
     sync_run_queue(mapping=mapping, trigger=Trigger.SCHEDULE)
+
+
+def run_bulk_action(action_id):
+    """A bulk retry, ignore or resolve of record errors (syncs.bulk)."""
+    from syncs.bulk import bulk_action_perform
+
+    bulk_action_perform(action_id=action_id)
+
+
+def refresh_error_rollups():
+    """Every five minutes (schedule "resync: error rollups"): count the hours of record errors that have ended."""
+    from syncs.rollups import error_rollups_refresh
+
+    return error_rollups_refresh().isoformat()
 
 
 def sweep_retries():

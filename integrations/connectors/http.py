@@ -6,7 +6,7 @@ is not idempotent (a POST that creates) is sent again only when the failure says
 connection was never made, a 429 or 503, "retry later"): after a read timeout or a 500 it may have created
 something, and a second copy would be a record RecordLink cannot see.
 `classify_response()` and `classify_exception()` turn a status, headers and body (problem JSON per seed 001, or
-a vendor's own shape) or a requests exception into the error model of ARCHITECTURE.md. A vendor connector
+a vendor's own shape) or a requests exception into the error model of docs/architecture.md. A vendor connector
 handles only its quirks and passes everything else to them.
 """
 

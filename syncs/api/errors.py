@@ -1,8 +1,9 @@
 """Record errors: the list and its filters, detail with snapshots and attempt history, and every way out of an
-error (retry, bulk retry, resolve, ignore, edit and retry, a replay's preview); the review queue; error groups."""
+error (retry, bulk retry, resolve, ignore, edit and retry, a replay's preview); the review queue; error groups; the
+bulk actions a worker carries out for a filter or a long id list."""
 
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, filters, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -22,14 +23,18 @@ from syncs.api.common import (
     StateConflict,
     refusals_as_conflicts,
 )
+from syncs.bulk import bulk_action_request
 from syncs.filtersets import RecordErrorFilterSet
 from syncs.groups import error_group_retry, error_groups, group_retries_latest
-from syncs.models import ErrorGroupRetry, ErrorStatus, RecordError, Resolution
+from syncs.models import BulkAction, BulkActionKind, ErrorGroupRetry, ErrorStatus, RecordError, Resolution
 from syncs.previews import errors_replay_preview
 from syncs.retries import error_retry, errors_retry
 from syncs.review import error_edit_and_retry, error_ignore, error_resolve, errors_close, review_queue
 
-MAX_IDS = 1000
+# Up to SYNC_IDS ids a bulk action answers with its result; a filter, or more ids, is done by a worker and answered
+# at once with the bulk action to follow (GET /api/v1/bulk-actions/{id}/).
+SYNC_IDS = 1000
+MAX_IDS = 100_000
 MAX_PREVIEW_IDS = 100
 
 
@@ -83,12 +88,13 @@ class ErrorSelectionSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
     """Which errors a bulk action applies to: a list of ids, or every error matching the list's filters."""
 
     ids = serializers.ListField(child=serializers.UUIDField(), required=False, allow_empty=False, max_length=MAX_IDS,
-                                help_text="Ids of the errors.")
+                                help_text=f"Ids of the errors. Up to {SYNC_IDS} are acted on at once; more are "
+                                          "acted on by a worker, like a filter.")
     filter = serializers.DictField(
         required=False,
         help_text="Every open error matching these filters, named as the list's query parameters: category, code, "
                   "level, status, mapping, target_connection, run, blocking, since, until, search. Needs "
-                  "all_matching.",
+                  "all_matching. Acted on by a worker: the answer is the bulk action to follow.",
     )
     all_matching = serializers.BooleanField(
         required=False, default=False,
@@ -104,12 +110,25 @@ class ErrorSelectionSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
                 "Set all_matching to true to act on every error the filter matches."]})
         return attrs
 
+    @property
+    def in_background(self):
+        """Whether a worker does it: for a filter, or for more than SYNC_IDS ids."""
+        return len(self.validated_data.get("ids", ())) > SYNC_IDS or "filter" in self.validated_data
+
     def selection(self, *, request, queryset):
         """The keyword arguments of a bulk service: error_ids or queryset."""
         if "ids" in self.validated_data:
             return {"error_ids": errors_by_ids(request.org, self.validated_data["ids"])}
         matching = RecordErrorFilterSet.from_body(self.validated_data["filter"], request=request, queryset=queryset)
         return {"queryset": matching.qs}
+
+    def action_selection(self, *, request, queryset):
+        """The selection of a bulk action, checked now: a bad filter is a 400 and an id that is not yours a 404
+        before anything is recorded."""
+        if "ids" in self.validated_data:
+            return {"ids": errors_by_ids(request.org, self.validated_data["ids"])}
+        RecordErrorFilterSet.from_body(self.validated_data["filter"], request=request, queryset=queryset)
+        return {"filter": self.validated_data["filter"]}
 
 
 class BulkRetrySerializer(ErrorSelectionSerializer):
@@ -130,6 +149,40 @@ class BulkCloseSummarySerializer(serializers.Serializer):
     closed = serializers.IntegerField(read_only=True)
     skipped = serializers.DictField(child=serializers.IntegerField(), read_only=True,
                                     help_text="Errors left as they were, by reason: already_resolved.")
+
+
+class BulkActionSerializer(serializers.ModelSerializer):
+    """A bulk retry, ignore or resolve done by a worker: poll its url until its status is succeeded or failed."""
+
+    id = serializers.UUIDField(source="code", read_only=True)
+    url = serializers.HyperlinkedIdentityField(view_name="bulk-action-detail", lookup_field="code",
+                                               lookup_url_kwarg="code", help_text="Where to follow it.")
+    filter = serializers.SerializerMethodField(help_text="The filter it acts on; null when it names ids.")
+    ids = serializers.SerializerMethodField(help_text="How many ids it names; null for a filter.")
+    summary = serializers.JSONField(
+        read_only=True, allow_null=True,
+        help_text="Once it succeeded, the answer of the same action done at once: for a retry {queued, runs, "
+                  "skipped}, for ignore and resolve {closed, skipped}. Null until then.",
+    )
+
+    class Meta:
+        model = BulkAction
+        fields = ["id", "url", "kind", "status", "filter", "ids", "options", "summary", "failure", "created_at",
+                  "started_at", "finished_at"]
+        read_only_fields = fields
+
+    def get_filter(self, action) -> dict | None:
+        return action.selection.get("filter")
+
+    def get_ids(self, action) -> int | None:
+        ids = action.selection.get("ids")
+        return None if ids is None else len(ids)
+
+
+BULK_RETRY_ANSWER = PolymorphicProxySerializer(
+    component_name="BulkRetryAnswer", serializers=[RetrySummarySerializer, BulkActionSerializer],
+    resource_type_field_name=None,
+)
 
 
 class PreviewRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -235,45 +288,62 @@ class RecordErrorViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.Retri
         return Response(answer, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Retry errors by ids or by filter", request=BulkRetrySerializer,
-                   responses={202: RetrySummarySerializer}, parameters=[IDEMPOTENCY_HEADER])
+                   responses={202: BULK_RETRY_ANSWER}, parameters=[IDEMPOTENCY_HEADER])
     @action(detail=False, methods=["post"], url_path="bulk-retry")
     @idempotent
     def bulk_retry(self, request, *args, **kwargs):
         """Retry the listed errors, or every error matching a filter, in one replay run per mapping. One id that
-        is not yours answers 404 and nothing is retried."""
+        is not yours answers 404 and nothing is retried. Up to 1000 ids answer what was queued; a filter or more
+        ids answer the bulk action a worker carries out (its summary then says what was queued), and each replay
+        takes its errors (status retrying) when it starts."""
         body = BulkRetrySerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        summary = errors_retry(organization=request.org, resolution=Resolution.BULK_RETRY,
-                               force=body.validated_data["force"],
+        force = body.validated_data["force"]
+        if body.in_background:
+            return self.bulk_action(body, BulkActionKind.RETRY, options={"force": force})
+        summary = errors_retry(organization=request.org, resolution=Resolution.BULK_RETRY, force=force,
                                **body.selection(request=request, queryset=self.get_queryset()))
         answer = RetrySummarySerializer.answer(summary, organization=request.org)
         return Response(answer, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Ignore errors by ids or by filter", request=BulkIgnoreSerializer,
-                   responses={200: BulkCloseSummarySerializer})
+                   responses={200: BulkCloseSummarySerializer, 202: BulkActionSerializer})
     @action(detail=False, methods=["post"], url_path="bulk-ignore")
     def bulk_ignore(self, request, *args, **kwargs):
         """Close the listed errors, or every open error matching a filter, on purpose; the reason is kept on
-        each. One id that is not yours answers 404 and nothing is ignored."""
+        each. One id that is not yours answers 404 and nothing is ignored. A filter or more than 1000 ids answer
+        202 with the bulk action a worker carries out."""
         body = BulkIgnoreSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        summary = errors_close(organization=request.org, status=ErrorStatus.IGNORED,
-                               note=body.validated_data["reason"],
-                               **body.selection(request=request, queryset=self.get_queryset()))
-        return Response(BulkCloseSummarySerializer(summary).data)
+        return self.bulk_close(body, BulkActionKind.IGNORE, ErrorStatus.IGNORED, note=body.validated_data["reason"])
 
     @extend_schema(summary="Resolve errors by ids or by filter", request=BulkResolveSerializer,
-                   responses={200: BulkCloseSummarySerializer})
+                   responses={200: BulkCloseSummarySerializer, 202: BulkActionSerializer})
     @action(detail=False, methods=["post"], url_path="bulk-resolve")
     def bulk_resolve(self, request, *args, **kwargs):
         """Close the listed errors, or every open error matching a filter, as fixed by hand. One id that is not
-        yours answers 404 and nothing is resolved."""
+        yours answers 404 and nothing is resolved. A filter or more than 1000 ids answer 202 with the bulk action
+        a worker carries out."""
         body = BulkResolveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        summary = errors_close(organization=request.org, status=ErrorStatus.RESOLVED,
-                               note=body.validated_data["note"],
-                               **body.selection(request=request, queryset=self.get_queryset()))
+        return self.bulk_close(body, BulkActionKind.RESOLVE, ErrorStatus.RESOLVED, note=body.validated_data["note"])
+
+    def bulk_close(self, body, kind, closed_status, *, note):
+        if body.in_background:
+            return self.bulk_action(body, kind, options={"note": note})
+        summary = errors_close(organization=self.request.org, status=closed_status, note=note,
+                               **body.selection(request=self.request, queryset=self.get_queryset()))
         return Response(BulkCloseSummarySerializer(summary).data)
+
+    def bulk_action(self, body, kind, *, options):
+        """Record the action for a worker and answer 202 with it."""
+        request = self.request
+        action = bulk_action_request(
+            organization=request.org, kind=kind, options=options,
+            selection=body.action_selection(request=request, queryset=self.get_queryset()),
+        )
+        return Response(BulkActionSerializer(action, context={"request": request}).data,
+                        status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Resolve an error", request=ResolveSerializer, responses={200: RecordErrorDetailSerializer})
     @action(detail=True, methods=["post"])
@@ -361,7 +431,9 @@ class ErrorGroupViewSet(TenantViewSetMixin, viewsets.GenericViewSet):
         )
         # The fingerprint breaks ties, so offset pages never repeat or skip a group.
         groups = groups.order_by(*[o for o in groups.query.order_by if o.lstrip("-") != "fingerprint"], "fingerprint")
-        page = self.paginate_queryset(groups)
+        # Aggregated once, paged here: a page of the queryset would aggregate every error twice (count and page),
+        # and an organization has hundreds of groups, not millions.
+        page = self.paginate_queryset(list(groups))
         mappings = Mapping.objects.for_org(request.org).in_bulk({row["mapping_id"] for row in page})
         samples = dict(self.get_queryset().filter(pk__in=[row["sample_id"] for row in page])
                        .values_list("pk", "code"))
@@ -382,3 +454,14 @@ class ErrorGroupViewSet(TenantViewSetMixin, viewsets.GenericViewSet):
         probe = self.get_queryset().get(pk=summary["probe_error"])
         answer = GroupRetrySummarySerializer.answer(summary, organization=request.org, probe_error=probe.code)
         return Response(answer, status=status.HTTP_202_ACCEPTED)
+
+
+class BulkActionViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                        viewsets.GenericViewSet):
+    """Bulk retries, ignores and resolves of record errors that a worker carries out, newest first: follow one
+    until its status is succeeded (its summary says what was done) or failed (its failure says why)."""
+
+    tenant_model = BulkAction
+    serializer_class = BulkActionSerializer
+    ordering_fields = ["created_at"]
+    ordering = ["-created_at", "-id"]

@@ -13,6 +13,7 @@ import logging
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from integrations.connectors.base import WriteAction
@@ -34,11 +35,22 @@ from syncs.models import (
     RecordLink,
     Resolution,
     SyncBatch,
+    SyncRun,
 )
 from syncs.policy import error_routing
+from syncs.rollups import REVISIT, error_rollups_recount
 
 LINK_FIELDS = ["source_record_id", "target_record_id", "source_hash", "target_hash", "status", "last_error",
                "last_synced_at", "updated_at"]
+
+
+def batch_errors_discard(batch):
+    """What a dead worker wrote down of a batch it did not finish, dropped before the batch is done again; the
+    hourly error counts are recounted where they already hold those errors."""
+    errors = RecordError.objects.filter(batch=batch)
+    span = errors.aggregate(since=Min("created_at"), until=Max("created_at"))
+    if errors.delete()[0] and span["since"] < timezone.now() - REVISIT:
+        error_rollups_recount(since=span["since"], until=span["until"])
 
 
 def error_fingerprint(*, mapping_id, category, code, field):
@@ -108,7 +120,6 @@ class RunBook:
         """A page that did not load: the batch fails with a batch error; fetching it again later can recover it.
         A retry of a page that fails again takes over the earlier error, attempts and all."""
         context = self.context
-        context.batch_errors += 1
         _mark_failed(batch, exc)
         error = self.new_error(exc, level=ErrorLevel.BATCH, batch=batch, direction=sync_pass.direction, record=None,
                                payload=None)
@@ -149,6 +160,8 @@ class RunBook:
         """The run stops: a system error, and a connection whose credentials were refused waits for a reconnect."""
         context = self.context
         context.run.system_error = exc.message
+        # At once, not when the run finishes: the run's other workers stop before their next batch.
+        SyncRun.objects.filter(pk=context.run.pk).update(system_error=exc.message)
         if context.halt is not None:
             # The same flag a failed check sets: schedules and retries stop until someone reconnects.
             connection_needs_reauth(connection=context.halt[1], error=exc)
@@ -182,7 +195,6 @@ class PlanBook(RunBook):
         return PlanOutcome(self, sync_pass, batch)
 
     def batch_failed(self, batch, exc, sync_pass, *, retrying=None):
-        self.context.batch_errors += 1
         _mark_failed(batch, exc)
         self.entries.append({"batch": batch.sequence, "page_token": batch.page_token, "action": "failed",
                              "errors": [exc.message]})
@@ -207,7 +219,9 @@ class BatchOutcome:
         self.context = book.context
         self.sync_pass = sync_pass
         self.batch = batch
-        self.counts = dict.fromkeys(COUNT_FIELDS, 0)
+        # A staged batch may hold counts already: the records its reader found unchanged.
+        self.counts = {**dict.fromkeys(COUNT_FIELDS, 0),
+                       **{name: int(n) for name, n in (batch.counts or {}).items() if name in COUNT_FIELDS}}
         self.errors = []
         self.failed_items = []
         self.links = {}  # near id -> RecordLink to save
@@ -215,6 +229,7 @@ class BatchOutcome:
         self.failed_ids = []
         self.error_for_link = {}
         self.previous = {}  # near record id -> the history of its earlier unresolved error (_supersede_and_resolve)
+        self.touched_runs = set()  # runs whose errors this batch closed (kept on the batch for the finisher)
 
     def _link(self, item):
         if item.link is None:
@@ -334,6 +349,9 @@ class BatchOutcome:
         )
         batch.finished_at = now
         batch.heartbeat_at = now
+        batch.records = None  # processed: the staged copy is no longer needed
+        batch.touched_runs = sorted(run_id for run_id in self.touched_runs if run_id is not None)
+        self.context.touched_runs.update(self.touched_runs)
         batch.save()
 
     def _log_errors(self):
@@ -372,7 +390,7 @@ class BatchOutcome:
         failed = set(self.failed_ids)
         direction = self.sync_pass.direction
         for row in rows:
-            context.touched_runs.update({row.run_id, row.origin_run_id})
+            self.touched_runs.update({row.run_id, row.origin_run_id})
             if row.source_record_id not in failed:
                 continue
             # One open error per record; should there be several, the oldest is its history.

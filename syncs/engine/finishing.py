@@ -12,6 +12,7 @@ from syncs.events import log_event
 from syncs.models import (
     COUNT_FIELDS,
     UNRESOLVED_ERROR_STATUSES,
+    BatchStatus,
     ErrorLevel,
     ErrorStatus,
     RecordError,
@@ -26,12 +27,12 @@ from syncs.recovery import sync_run_after_finish
 CURSOR_TRIGGERS = (Trigger.SCHEDULE, Trigger.MANUAL)
 
 
-def run_status(run, context):
-    if context.canceled:
+def run_status(run, context, *, pages_failed):
+    if context.canceled or run.status == RunStatus.CANCELED:
         return RunStatus.CANCELED
-    if run.system_error or context.stopped or (context.batch_errors and run.read == 0):
+    if run.system_error or context.stopped or (pages_failed and run.read == 0):
         return RunStatus.FAILED
-    if context.batch_errors or run.failed:
+    if pages_failed or run.failed:
         return RunStatus.PARTIALLY_FAILED
     return RunStatus.SUCCEEDED
 
@@ -44,15 +45,23 @@ def sync_run_finish(context):
     totals = dict.fromkeys(COUNT_FIELDS, 0)
     # Pages are read in the cursor's order: the last page that says where to resume is where the next run does.
     reached = {FORWARD: "", REVERSE: ""}
-    for batch in SyncBatch.objects.filter(run=run).order_by("direction", "sequence"):
+    # Whichever worker finishes, the batches hold what every worker did.
+    pages_failed = 0
+    touched_runs = set(context.touched_runs)
+    batches = SyncBatch.objects.filter(run=run).order_by("direction", "sequence").values_list(
+        "direction", "status", "record_count", "counts", "cursor", "touched_runs")
+    for direction, status, record_count, counts, cursor, touched in batches.iterator():
         for name in COUNT_FIELDS:
-            totals[name] += int(batch.counts.get(name, 0))
-        if batch.cursor:
-            reached[batch.direction] = batch.cursor
+            totals[name] += int(counts.get(name, 0))
+        if cursor:
+            reached[direction] = cursor
+        if status == BatchStatus.FAILED and record_count == 0:
+            pages_failed += 1  # a page that did not load
+        touched_runs.update(touched or ())
     for name, value in totals.items():
         setattr(run, name, value)
     run.finished_at = timezone.now()
-    run.status = run_status(run, context)
+    run.status = run_status(run, context, pages_failed=pages_failed)
     run.plan = context.book.plan()
     moves_cursor = (run.status == RunStatus.SUCCEEDED and not run.is_test and not context.options.replay
                     and not context.options.sample_size and run.trigger in CURSOR_TRIGGERS)
@@ -81,4 +90,4 @@ def sync_run_finish(context):
         run_id=run.pk, mapping=mapping.name, status=run.status, counts=run.counts(),
         sync_target=mapping.target_connection.name,
     )
-    sync_run_after_finish(run, touched_runs=context.touched_runs)
+    sync_run_after_finish(run, touched_runs=touched_runs)

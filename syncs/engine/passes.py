@@ -14,10 +14,13 @@ import hashlib
 import json
 from typing import Any
 
+from django.core.exceptions import ValidationError
+
 from integrations.errors import ConnectorError, ErrorCategory
 from integrations.models import ConnectionStatus
 from integrations.services import connection_check, connection_schema
 from mappings.models import Direction
+from mappings.plan import FieldRule, RecordPlan, compile_record_plan
 from syncs.models import RecordLink
 
 FORWARD, REVERSE = "forward", "reverse"
@@ -33,18 +36,6 @@ def record_hash(data, fields):
     """A stable hash of `data` restricted to `fields`: what a side of a link looked like when last synced."""
     canonical = json.dumps({name: _normalize(data.get(name)) for name in sorted(fields)}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class FieldRule:
-    """One far field: the near field its value comes from (none for a constant or a default), its transforms."""
-
-    near_field: str
-    far_field: str
-    transforms: list
-    required: bool
-    default: str | None
-    skip_invalid: bool
 
 
 @dataclasses.dataclass
@@ -64,6 +55,7 @@ class SyncPass:
     near_fields: list[str]  # the fields hashed on each side
     far_fields: list[str]
     filters: list  # the mapping's filters: records of the source ignored on purpose (forward only)
+    plan: RecordPlan | None = None  # the rules compiled against the far schema (compile_record_plan)
 
     # RecordLink columns, read the right way round.
     @property
@@ -111,10 +103,12 @@ class SyncPass:
         return dict(rows.values_list(self.far_column, self.near_column))
 
 
-def build_passes(run):
+def build_passes(run, *, check=True):
     """The passes of the run's mapping, after checking that it may run: its connections belong to the run's
     organization and are active, they answer (the same check as "Test connection", which flags an auth failure
-    for reauthentication), and every mapped field exists. Raises ConnectorError (a system error) otherwise."""
+    for reauthentication), and every mapped field exists. Raises ConnectorError (a system error) otherwise.
+    A worker helping with a run's staged batches skips the call to each system (`check=False`): the worker that
+    started the run made it."""
     mapping, org = run.mapping, run.organization
     source_conn, target_conn = mapping.source_connection, mapping.target_connection
     for connection in (source_conn, target_conn):
@@ -132,7 +126,7 @@ def build_passes(run):
                 retryable=False,
             )
     source, target = source_conn.get_connector(), target_conn.get_connector()
-    for connection in (source_conn, target_conn):
+    for connection in (source_conn, target_conn) if check else ():
         error = connection_check(connection=connection)
         if error is not None:
             raise error
@@ -169,6 +163,14 @@ def build_passes(run):
             match_keys=[(key["target"], key["source"]) for key in mapping.match_keys or ()],
             near_fields=target_fields, far_fields=source_fields, filters=[],
         ))
+    for sync_pass in passes:
+        try:
+            sync_pass.plan = compile_record_plan(rules=sync_pass.rules, schema=sync_pass.far_schema,
+                                                 phone_country=mapping.default_phone_country, auto_fix=mapping.auto_fix)
+        except ValidationError as exc:
+            # Every record would fail the same way: the run does not start, and says which specs are wrong.
+            raise ConnectorError(ErrorCategory.MAPPING, "Invalid transforms: " + "; ".join(exc.messages),
+                                 code="invalid_transform", retryable=False) from None
     return passes
 
 

@@ -16,8 +16,6 @@ from django.utils import timezone
 from integrations.connectors.base import SourceRecord, WriteAction
 from integrations.errors import ConnectorError, ErrorCategory
 from mappings.models import ConflictPolicy, WriteMode
-from mappings.transforms import TransformContext, TransformError, apply_transforms
-from mappings.validation import validate_payload
 from syncs.engine.passes import FORWARD, REVERSE, record_hash
 from syncs.models import UNRESOLVED_ERROR_STATUSES, ErrorLevel, ErrorStatus, LinkStatus, RecordError, RecordLink
 
@@ -92,6 +90,19 @@ class Planner:
 
     # -- per record --------------------------------------------------------------------------------------------
 
+    def skim(self, sync_pass, records):
+        """The records of a page that are not unchanged since Resync last synced them: an unchanged record costs
+        its hash and a look at its link, nothing else. The decision is prepare()'s, taken early: a record a filter
+        ignores is not unchanged (its outcome is written down), nor one whose last sync did not succeed."""
+        links = sync_pass.links(organization=self.context.org, mapping=self.mapping, near_ids=[r.id for r in records])
+        changed = []
+        for record in records:
+            link = links.get(record.id)
+            if (link is None or link.status != LinkStatus.SYNCED or filter_reason(sync_pass.filters, record.data)
+                    or sync_pass.link_near_hash(link) != record_hash(record.data, sync_pass.near_fields)):
+                changed.append(record)
+        return changed
+
     def prepare(self, sync_pass, item, outcome):
         record, link = item.record, item.link
         if item.preset_payload is not None:
@@ -101,7 +112,7 @@ class Planner:
         if reason:
             outcome.ignore(item, reason)
             return
-        if sync_pass.direction == REVERSE and link is not None and link.pk in self.context.conflicted_links:
+        if sync_pass.direction == REVERSE and link is not None and self.context.conflicted(link.pk):
             outcome.skip(item)  # settled by the forward pass's conflict policy: manual review
             return
         # The near side has not changed since Resync last wrote or read it: unchanged, or our own echo.
@@ -110,8 +121,6 @@ class Planner:
             outcome.unchanged(item)
             return
         if not self.transform(sync_pass, item, outcome):
-            return
-        if not self.validate(sync_pass, item, outcome, auto_fix=self.mapping.auto_fix):
             return
         far_id = sync_pass.link_far_id(link) if link is not None else ""
         if (link is not None and link.status == LinkStatus.SYNCED and far_id
@@ -122,59 +131,22 @@ class Planner:
             item.far_id = far_id
 
     def transform(self, sync_pass, item, outcome):
-        """item.payload from the record through each rule's transforms; False (and the record failed) when a
-        transform fails on a field that is not skip-invalid."""
-        record = item.record
-        payload, problems = {}, []
-        context = TransformContext(record=record.data, phone_country=self.mapping.default_phone_country)
-        for rule in sync_pass.rules:
-            value = record.data.get(rule.near_field) if rule.near_field else None
-            try:
-                payload[rule.far_field] = apply_transforms(value, rule.transforms, context=context)
-            except TransformError as exc:
-                problem = ConnectorError(
-                    ErrorCategory.MAPPING, f"{rule.far_field}: {exc}", code="transform_failed", field=rule.far_field,
-                    detail=f"value {value!r} of {rule.near_field or '(none)'}",
-                )
-                if rule.skip_invalid:
-                    item.warnings.append(problem)
-                else:
-                    problems.append(problem)
-        item.payload = payload
-        if problems:
-            outcome.fail(item, problems)
-            return False
-        return True
+        """item.payload from the record through the pass's compiled plan: transforms, then the far schema's
+        checks (defaults, required, auto-fix); False (and the record failed) when it does not fit. A problem
+        of a skip-invalid field is a warning, and the field is left out."""
+        return self._prepared(item, outcome, sync_pass.plan.apply(item.record.data))
 
     def prepare_preset(self, sync_pass, item, outcome):
         """An operator's corrected record skips filters and transforms, but not validation."""
-        item.payload = dict(item.preset_payload)
-        if self.validate(sync_pass, item, outcome, auto_fix=False) and item.link is not None:
+        if self._prepared(item, outcome, sync_pass.plan.validate_corrected(item.preset_payload)) and item.link:
             item.far_id = sync_pass.link_far_id(item.link) or None
 
-    def validate(self, sync_pass, item, outcome, *, auto_fix):
-        """Validate item.payload against the far schema; False (and the record failed) when it does not fit."""
-        result = validate_payload(
-            item.payload, sync_pass.far_schema, auto_fix=auto_fix, phone_country=self.mapping.default_phone_country,
-            defaults={r.far_field: r.default for r in sync_pass.rules if r.default is not None},
-            required_fields=[r.far_field for r in sync_pass.rules if r.required],
-        )
-        item.payload = result.payload
-        for warning in result.warnings:
-            item.warnings.append(ConnectorError(
-                ErrorCategory.VALIDATION, warning.message, code=warning.code, field=warning.field, retryable=False
-            ))
-        errors = []
-        for problem in result.errors:
-            rule = next((r for r in sync_pass.rules if r.far_field == problem.field), None)
-            error = ConnectorError(problem.category, problem.message, code=problem.code, field=problem.field)
-            if rule is not None and rule.skip_invalid and problem.category == ErrorCategory.VALIDATION:
-                item.payload.pop(problem.field, None)
-                item.warnings.append(error)
-            else:
-                errors.append(error)
-        if errors:
-            outcome.fail(item, errors)
+    @staticmethod
+    def _prepared(item, outcome, prepared):
+        item.payload = prepared.payload
+        item.warnings.extend(prepared.warnings)
+        if not prepared.ok:
+            outcome.fail(item, prepared.errors)
             return False
         return True
 

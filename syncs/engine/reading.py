@@ -10,10 +10,13 @@ processed again from scratch (its half-written errors dropped), and RecordLink p
 had already written from being written twice.
 """
 
+from django.db.models import Q
 from django.utils import timezone
 
 from integrations.connectors.base import SourceRecord
 from integrations.errors import ConnectorError, ErrorCategory
+from syncs.engine.bookkeeping import batch_errors_discard
+from syncs.engine.claims import worker_name
 from syncs.engine.passes import FORWARD
 from syncs.models import BatchStatus, ErrorLevel, ErrorStatus, RecordError, SyncBatch
 from syncs.retries import NO_SNAPSHOT_MESSAGE
@@ -48,9 +51,9 @@ class Reader:
                         read_total=sum(b.record_count for b in finished))
 
     def finished_batches(self, sync_pass):
-        finished = list(SyncBatch.objects.filter(run=self.context.run, direction=sync_pass.direction,
-                                                 status__in=FINISHED_BATCH_STATUSES).order_by("sequence"))
-        self.context.batch_errors += sum(1 for b in finished if b.status == BatchStatus.FAILED and b.record_count == 0)
+        """The batches an earlier (killed) attempt of the run read: finished, or staged for the workers."""
+        finished = list(SyncBatch.objects.filter(run=self.context.run, direction=sync_pass.direction).filter(
+            Q(status__in=FINISHED_BATCH_STATUSES) | Q(records__isnull=False)).defer("records").order_by("sequence"))
         return finished
 
     def read_pages(self, sync_pass, *, token, cursor, sequence, read_total=0):
@@ -60,17 +63,16 @@ class Reader:
         context = self.context
         sample = context.options.sample_size
         while True:
-            if context.cancel_requested():
+            if context.stop_requested():
                 return
             sequence += 1
-            batch = self.start_batch(sync_pass, sequence, page_token=token or "")
             size = context.page_size if not sample else min(context.page_size, sample - read_total)
             try:
                 page = sync_pass.near.read_page(sync_pass.near_object, page_token=token, cursor=cursor, page_size=size)
             except ConnectorError as exc:
                 if context.call_failed(exc, sync_pass.near_connection):
-                    batch.delete()  # never read: the records are read again after the reconnect
-                    raise exc from None
+                    raise exc from None  # never read: the records are read again after the reconnect
+                batch = self.start_batch(sync_pass, sequence, page_token=token or "")
                 context.book.batch_failed(batch, exc, sync_pass)
                 token = sync_pass.near.next_page_token(sync_pass.near_object, token, cursor=cursor, page_size=size)
                 if token is None or context.stopped:
@@ -82,27 +84,32 @@ class Reader:
             read_total += len(records)
             if sample and read_total >= sample:
                 next_token = None
-            batch.record_count = len(records)
-            batch.next_page_token = next_token or ""
-            batch.cursor = page.cursor or ""
-            context.process_batch(sync_pass, batch, records)
+            fields, rest = context.page_batch(sync_pass, records)
+            batch = self.start_batch(sync_pass, sequence, page_token=token or "", record_count=len(records),
+                                     next_page_token=next_token or "", cursor=page.cursor or "", **fields)
+            context.take(sync_pass, batch, rest)
             if context.stopped or not next_token:
                 return
             token = next_token
 
     def start_batch(self, sync_pass, sequence, **fields):
-        """The batch of this sequence, (re)started: a batch interrupted by a killed worker is processed again from
-        scratch, its half-written errors dropped."""
+        """The batch of this sequence, started, or staged when `fields` say so. In a run taken over after a killed
+        worker the batch may exist half done: it is started again from scratch, its half-written errors dropped."""
         context, now = self.context, timezone.now()
-        batch, _ = SyncBatch.objects.update_or_create(
-            run=context.run, direction=sync_pass.direction, sequence=sequence,
-            defaults={"organization": context.org, "status": BatchStatus.RUNNING, "started_at": now,
-                      "heartbeat_at": now, "counts": {}, "error": "", "record_count": 0, "next_page_token": "",
-                      "page_token": "", "source_batch": None, **fields},
-        )
-        RecordError.objects.filter(batch=batch).delete()
-        batch.attempts += 1
-        SyncBatch.objects.filter(pk=batch.pk).update(attempts=batch.attempts)
+        values = {"organization": context.org, "status": BatchStatus.RUNNING, "started_at": now,
+                  "heartbeat_at": now, "counts": {}, "error": "", "record_count": 0, "next_page_token": "",
+                  "page_token": "", "cursor": "", "source_batch": None, "records": None, "worker": worker_name(),
+                  **fields}
+        staged = values["status"] == BatchStatus.STAGED
+        values["attempts"] = 0 if staged else 1  # a staged batch's attempts are counted by its claims
+        key = {"run": context.run, "direction": sync_pass.direction, "sequence": sequence}
+        if context.run.claims <= 1:
+            return SyncBatch.objects.create(**key, **values)  # a first attempt: no row of this sequence yet
+        existing = SyncBatch.objects.filter(**key).first()
+        if existing is not None:
+            batch_errors_discard(existing)
+            values["attempts"] += existing.attempts
+        batch, _ = SyncBatch.objects.update_or_create(**key, defaults=values)
         return batch
 
     # -- retries and replays -------------------------------------------------------------------------------------
@@ -127,7 +134,7 @@ class Reader:
         for sequence, (kind, unit) in enumerate(units, start=1):
             if sequence in finished:
                 continue  # done by an earlier (killed) attempt of this run
-            if context.stopped or context.cancel_requested():
+            if context.stopped or context.stop_requested():
                 return
             if kind == "batch":
                 batch = self.start_batch(sync_pass, sequence, page_token=unit.page_token, source_batch=unit)

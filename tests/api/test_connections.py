@@ -60,6 +60,17 @@ def test_a_member_creates_a_connection_whose_credentials_are_stored_encrypted_an
     assert CANARY not in connection.credentials_ciphertext
 
 
+def test_a_connections_concurrency_limit_is_set_within_bounds(api):
+    created = api.post(URL, {"name": "Rate-limited", "provider": "sandbox", "max_concurrency": 2}, format="json")
+    assert created.status_code == 201 and created.json()["max_concurrency"] == 2
+
+    for value in (0, 33, "many"):
+        response = api.patch(url(created.json()["id"]), {"max_concurrency": value}, format="json")
+        assert_problem(response, 400)
+        assert "max_concurrency" in str(response.json())
+    assert api.patch(url(created.json()["id"]), {"max_concurrency": 1}, format="json").json()["max_concurrency"] == 1
+
+
 def test_a_connection_without_credentials_says_so(api):
     body = api.post(URL, {"name": "Bare", "provider": "sandbox"}, format="json").json()
 
@@ -72,7 +83,8 @@ def test_a_connection_is_read_back_with_every_field(api, make_connection):
     body = api.get(url(connection)).json()
 
     assert set(body) == {
-        "id", "name", "provider", "config", "status", "status_reason", "has_credentials", "last_checked_at",
+        "id", "name", "provider", "config", "status", "status_reason", "has_credentials", "max_concurrency",
+        "last_checked_at",
         "last_error", "created_at", "updated_at",
     }
     assert body["id"] == str(connection.code) and body["config"] == {"base_url": "https://shop.example.com"}

@@ -278,14 +278,29 @@ def test_a_bulk_retry_naming_another_organizations_error_retries_nothing(api, ot
     assert set(RecordError.objects.values_list("status", flat=True)) == {ErrorStatus.OPEN}
 
 
-def test_a_bulk_retry_by_filter_retries_only_the_matching_errors(api, down_mapping, review_mapping):
-    response = api.post("/api/v1/errors/bulk-retry/", {"filter": {"category": ["connection"], "status": "open"},
-                                                        "all_matching": True}, format="json")
+def test_a_bulk_retry_by_filter_is_done_by_a_worker_and_retries_only_the_matching_errors(
+    api, down_mapping, review_mapping, django_capture_on_commit_callbacks
+):
+    matching = {"category": ["connection"], "status": "open"}
+    with django_capture_on_commit_callbacks() as worker_tasks:
+        response = api.post("/api/v1/errors/bulk-retry/", {"filter": matching, "all_matching": True},
+                            format="json")
 
     assert response.status_code == 202, response.content
-    assert response.json()["queued"] == 2
-    assert set(RecordError.objects.filter(mapping=down_mapping).values_list("status", flat=True)) == {
-        ErrorStatus.RETRYING}
+    action = response.json()
+    assert (action["kind"], action["status"], action["filter"], action["summary"]) == (
+        "retry", "queued", matching, None)
+    with django_capture_on_commit_callbacks():  # the worker's task; the replay it queues is not run here
+        for task in worker_tasks:
+            task()
+    done = api.get(action["url"]).json()
+    (run,) = SyncRun.objects.filter(trigger="retry")
+    assert done["status"] == "succeeded"
+    assert done["summary"] == {"queued": 2, "runs": [str(run.code)], "skipped": {}}
+    # The replay takes its errors when it starts; the review queue's errors are not among them.
+    assert sorted(run.options["errors"]) == sorted(
+        RecordError.objects.filter(mapping=down_mapping).values_list("pk", flat=True))
+    assert run.options["claim_on_start"] is True
     assert set(RecordError.objects.filter(mapping=review_mapping).values_list("status", flat=True)) == {
         ErrorStatus.IN_REVIEW}
 

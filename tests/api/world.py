@@ -1,5 +1,5 @@
 """One organization's full world for API-wide tests: connections, a mapping with runs, errors of every level,
-links, a token, a webhook endpoint and a processed event."""
+links, a token, a bulk action waiting for a worker, a webhook endpoint and a processed event."""
 
 import json
 import time
@@ -10,6 +10,7 @@ from integrations.connectors.sandbox import seed_records
 from integrations.models import Connection, WebhookEvent
 from integrations.webhooks import webhook_endpoint_create, webhook_event_process, webhook_receive
 from mappings.models import FieldMapping, Mapping
+from syncs.bulk import bulk_action_request
 from syncs.engine import sync_run_execute
 from syncs.services import sync_run_queue
 from tests.syncs.helpers import person
@@ -37,6 +38,8 @@ def build_world(organization):
     run = sync_run_queue(mapping=mapping, enqueue=False)
     sync_run_execute(run_id=run.pk)
     api_token_create(organization=organization, name="a token", role="admin")
+    bulk_action_request(organization=organization, kind="resolve", selection={"filter": {"category": "validation"}},
+                        options={"note": "Fixed at the source"})
     endpoint, secret = webhook_endpoint_create(connection=source, name="World hook")
     raw = json.dumps({"type": "records.changed", "object": "contacts", "ids": ["ct_world"]}).encode()
     timestamp = str(int(time.time()))

@@ -59,8 +59,8 @@ def no_sleep(monkeypatch):
     waits = []
     original_init = RunExecutor.__init__
 
-    def init(self, run):
-        original_init(self, run)
+    def init(self, run, **kwargs):
+        original_init(self, run, **kwargs)
         self.sleep = waits.append
 
     monkeypatch.setattr(RunExecutor, "__init__", init)
