@@ -25,7 +25,6 @@ from decimal import Decimal
 import psycopg
 from django.conf import settings
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from integrations.connectors import http
 from integrations.connectors.base import (
@@ -159,9 +158,14 @@ def checked_address(host, port):
     return addresses[0]
 
 
+_JSON_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
 def json_value(value):
     """A column's value as JSON can hold it (snapshots and hashes are JSON): times in ISO 8601, exact decimals
     as numbers where a float holds them exactly, else as text."""
+    if type(value) in _JSON_AS_IS:
+        return value
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -220,12 +224,38 @@ class Column:
         it is stored instead of being cut short by the cast."""
         return sql.Identifier(self.type_schema, self.type_name)
 
-    def parameter(self, value):
-        # A dict is JSON whatever the column (cast from jsonb where a cast exists); a list is an array, except
-        # for a JSON column.
+    def text(self, value):
+        """A value as the text PostgreSQL reads into this column's type (sent in a text[] and cast, so that one
+        array holds a column's values whatever their Python types). A dict is JSON whatever the column; a list
+        is an array, except for a JSON column."""
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
         if isinstance(value, dict) or (self.base_type in ("json", "jsonb") and isinstance(value, list)):
-            return Jsonb(value)
-        return value
+            return json.dumps(value)
+        if isinstance(value, list | tuple):
+            return array_literal(value, self.text)
+        if isinstance(value, datetime | date | time):
+            return value.isoformat()
+        if isinstance(value, bytes | memoryview):
+            return "\\x" + bytes(value).hex()
+        if isinstance(value, float):
+            return repr(value)
+        return str(value)
+
+
+def array_literal(values, text):
+    """An array's input text ({"a","b",NULL}); nested lists are sub-arrays."""
+    elements = []
+    for value in values:
+        if value is None:
+            elements.append("NULL")
+        elif isinstance(value, list | tuple):
+            elements.append(array_literal(value, text))
+        else:
+            elements.append('"' + text(value).replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(elements) + "}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,6 +338,7 @@ class PostgresTableConnector(Connector):
         super().__init__(connection)
         self._db = None
         self._tables = {}
+        self._statements = {}  # statement texts by shape of write (_insert_query)
 
     # -- configuration ------------------------------------------------------------------------------------------
 
@@ -705,37 +736,60 @@ class PostgresTableConnector(Connector):
         return results
 
     def _insert(self, db, table, columns, key, items):
-        """Creates, or upserts on `key`: INSERT … [ON CONFLICT … DO UPDATE] … RETURNING, one row per item."""
+        """Creates, or upserts on `key`: INSERT … SELECT FROM unnest(one array per column) [ON CONFLICT … DO
+        UPDATE] … RETURNING, one row per item. Arrays keep the statement one short text whatever the batch size
+        (a VALUES list of a placeholder per value costs more to build and parse than to run)."""
         specs = [table.columns[name] for name in columns]
-        if specs:
-            names = sql.SQL(", ").join(sql.Identifier(spec.name) for spec in specs)
-            row = sql.SQL("({})").format(sql.SQL(", ").join(
-                sql.SQL("{}::{}").format(sql.Placeholder(), spec.type) for spec in specs))
+        if not specs:  # nothing mapped to write: rows of defaults
+            query = sql.SQL("INSERT INTO {table} AS target ({id}) VALUES {rows} RETURNING true, target.*").format(
+                table=table.identifier, id=sql.Identifier(table.id_column),
+                rows=sql.SQL(", ").join([sql.SQL("(DEFAULT)")] * len(items)))
+            returned = self._marked_rows(db.execute(query))
         else:
-            names, row = sql.Identifier(table.id_column), sql.SQL("(DEFAULT)")
-        params = [spec.parameter(item.values[spec.name]) for item in items for spec in specs]
-        values = sql.SQL(", ").join([row] * len(items))
-        if key is not None:
-            updated = [name for name in columns if name != key] or [key]
-            query = sql.SQL(
-                "INSERT INTO {table} AS target ({names}) VALUES {values} ON CONFLICT ({key}) DO UPDATE SET {sets} "
-                # xmax is 0 on a row version this statement inserted, the updater's transaction id otherwise.
-                "RETURNING (target.xmax = 0), target.*"
-            ).format(table=table.identifier, names=names, values=values, key=sql.Identifier(key),
-                     sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name))
-                                             for name in updated))
-        else:
-            query = sql.SQL("INSERT INTO {table} AS target ({names}) VALUES {values} RETURNING true, target.*").format(
-                table=table.identifier, names=names, values=values)
-        returned = self._marked_rows(db.execute(query, params))
+            returned = self._marked_rows(db.execute(self._insert_query(db, table, columns, key),
+                                                    self._arrays(specs, items)))
         if len(returned) != len(items):
             raise RowsSkipped()
-        # INSERT … VALUES returns its rows in the order of the list (as Django's bulk_create relies on too).
+        # Rows come back in the order of the arrays (WITH ORDINALITY … ORDER BY), as Django's bulk_create relies
+        # on for INSERT … VALUES.
         results = {}
         for item, (inserted, row) in zip(items, returned, strict=True):
             done = WriteAction.CREATE if inserted else WriteAction.UPDATE
             results[item.index] = self._succeeded(table, item.operation, done, row)
         return results
+
+    def _insert_query(self, db, table, columns, key):
+        """The statement's text for one shape of write, built once per connector (psycopg then caches its parse)."""
+        cache_key = ("insert", table.schema, table.name, columns, key)
+        if cache_key not in self._statements:
+            specs = [table.columns[name] for name in columns]
+            names = sql.SQL(", ").join(sql.Identifier(spec.name) for spec in specs)
+            aliases = [sql.Identifier(f"value_{number}") for number in range(len(specs))]
+            # Each value is cast from its text in the select list (an array column's value is an array too).
+            source = sql.SQL("SELECT {casts} FROM unnest({arrays}) WITH ORDINALITY AS source ({aliases}, position) "
+                             "ORDER BY position").format(
+                casts=sql.SQL(", ").join(sql.SQL("{}::{}").format(alias, spec.type)
+                                         for alias, spec in zip(aliases, specs, strict=True)),
+                aliases=sql.SQL(", ").join(aliases),
+                arrays=sql.SQL(", ").join([sql.SQL("%s::text[]")] * len(specs)))
+            if key is not None:
+                updated = [name for name in columns if name != key] or [key]
+                query = sql.SQL(
+                    "INSERT INTO {table} AS target ({names}) {source} ON CONFLICT ({key}) DO UPDATE SET {sets} "
+                    # xmax is 0 on a row version this statement inserted, the updater's transaction id otherwise.
+                    "RETURNING (target.xmax = 0), target.*"
+                ).format(table=table.identifier, names=names, source=source, key=sql.Identifier(key),
+                         sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(name))
+                                                 for name in updated))
+            else:
+                query = sql.SQL("INSERT INTO {table} AS target ({names}) {source} RETURNING true, target.*").format(
+                    table=table.identifier, names=names, source=source)
+            self._statements[cache_key] = query.as_string(db)
+        return self._statements[cache_key]
+
+    @staticmethod
+    def _arrays(specs, items):
+        return [[spec.text(item.values[spec.name]) for item in items] for spec in specs]
 
     def _update(self, db, table, columns, items):
         """Updates by id: one UPDATE … FROM (VALUES …); an id no row has is not found."""
@@ -743,24 +797,25 @@ class PostgresTableConnector(Connector):
             return {item.index: WriteResult(ref=item.operation.ref, ok=True, target_id=str(item.operation.target_id),
                                             action=WriteAction.UPDATE) for item in items}
         specs = [table.columns[name] for name in columns]
-        # The VALUES list's own column names, so that they never clash with the table's.
-        aliases = [sql.Identifier(f"value_{number}") for number in range(len(specs))]
-        row = sql.SQL("({}::integer, {}::{}, {})").format(
-            sql.Placeholder(), sql.Placeholder(), table.columns[table.id_column].type,
-            sql.SQL(", ").join(sql.SQL("{}::{}").format(sql.Placeholder(), spec.type) for spec in specs))
-        params = []
-        for item in items:
-            params += [item.index, str(item.operation.target_id)]
-            params += [spec.parameter(item.values[spec.name]) for spec in specs]
-        query = sql.SQL(
-            "UPDATE {table} AS target SET {sets} FROM (VALUES {values}) AS source (position, record_id, {aliases}) "
-            "WHERE target.{id} = source.record_id RETURNING source.position, target.*"
-        ).format(
-            table=table.identifier, values=sql.SQL(", ").join([row] * len(items)),
-            sets=sql.SQL(", ").join(sql.SQL("{} = source.{}").format(sql.Identifier(spec.name), alias)
-                                    for spec, alias in zip(specs, aliases, strict=True)),
-            aliases=sql.SQL(", ").join(aliases), id=sql.Identifier(table.id_column),
-        )
+        cache_key = ("update", table.schema, table.name, columns)
+        if cache_key not in self._statements:
+            # The source's own column names, so that they never clash with the table's.
+            aliases = [sql.Identifier(f"value_{number}") for number in range(len(specs))]
+            self._statements[cache_key] = sql.SQL(
+                "UPDATE {table} AS target SET {sets} FROM unnest(%s::integer[], %s::text[], {arrays}) "
+                "AS source (position, record_id, {aliases}) "
+                "WHERE target.{id} = source.record_id::{id_type} RETURNING source.position, target.*"
+            ).format(
+                table=table.identifier, id_type=table.columns[table.id_column].type,
+                arrays=sql.SQL(", ").join([sql.SQL("%s::text[]")] * len(specs)),
+                sets=sql.SQL(", ").join(
+                    sql.SQL("{} = source.{}::{}").format(sql.Identifier(spec.name), alias, spec.type)
+                    for spec, alias in zip(specs, aliases, strict=True)),
+                aliases=sql.SQL(", ").join(aliases), id=sql.Identifier(table.id_column),
+            ).as_string(db)
+        query = self._statements[cache_key]
+        params = [[item.index for item in items], [str(item.operation.target_id) for item in items],
+                  *self._arrays(specs, items)]
         updated = dict(self._marked_rows(db.execute(query, params)))
         results = {}
         for item in items:
