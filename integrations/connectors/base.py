@@ -227,6 +227,17 @@ class Connector:
     def __init__(self, connection):
         self.connection = connection
 
+    # A sync holds its connectors open for the whole run (`with connector:`): a database connection or an HTTP
+    # session is opened once, not per call.
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        """Let go of what the connector holds open."""
+
     @classmethod
     def validate_config(cls, config):
         """Problems with a connection's non-secret config: {key: [operator-facing messages]} (empty: fine).
@@ -449,6 +460,11 @@ class HttpConnector(Connector):
     @property
     def config(self):
         return self.connection.config or {}
+
+    def close(self):
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     @property
     def session(self):

@@ -337,6 +337,7 @@ class PostgresTableConnector(Connector):
     def __init__(self, connection):
         super().__init__(connection)
         self._db = None
+        self._held = False
         self._tables = {}
         self._statements = {}  # statement texts by shape of write (_insert_query)
 
@@ -384,14 +385,11 @@ class PostgresTableConnector(Connector):
     # -- connections --------------------------------------------------------------------------------------------
 
     def __enter__(self):
-        if self._db is None:
-            self._db = self._connect()
+        self._held = True  # the connection opened by the first call stays open until close()
         return self
 
-    def __exit__(self, *exc_info):
-        self.close()
-
     def close(self):
+        self._held = False
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -415,8 +413,8 @@ class PostgresTableConnector(Connector):
 
     @contextlib.contextmanager
     def _session(self, *, writing=False):
-        """The open connection (`with connector:`), or one opened for this call and closed after it. Database
-        errors come out classified."""
+        """The connection held open (`with connector:`, opened by its first call), or one opened for this call
+        and closed after it. Database errors come out classified."""
         opened = self._db is None or self._db.closed
         if opened:
             self._db = self._connect()
@@ -425,7 +423,7 @@ class PostgresTableConnector(Connector):
         except psycopg.Error as exc:
             raise self.classify(exc, may_have_applied=writing) from None
         finally:
-            if opened:
+            if opened and not self._held:
                 self.close()
 
     # -- errors -------------------------------------------------------------------------------------------------

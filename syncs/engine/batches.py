@@ -127,8 +127,9 @@ def batch_work(context, passes, *, direction=None, deadline=None, limit=None):
         if batch is None:
             break
         sync_pass = passes[batch.direction]
-        records = context.staged_cache.pop(batch.pk, None) or staged_records(batch)
-        context.process_batch(sync_pass, batch, records)
+        # What this worker staged itself it still has, with the records' links; another's it reads back.
+        records, links = context.staged_cache.pop(batch.pk, None) or (staged_records(batch), None)
+        context.process_batch(sync_pass, batch, records, links=links)
         done += 1
     return done
 

@@ -23,6 +23,7 @@ from integrations.redaction import scrub, scrub_text
 from integrations.services import connection_needs_reauth
 from mappings.models import ErrorStrategy, LoggingLevel
 from syncs.engine.passes import FORWARD, record_hash
+from syncs.engine.rows import rows_insert, rows_update
 from syncs.events import log_event
 from syncs.models import (
     COUNT_FIELDS,
@@ -295,7 +296,7 @@ class BatchOutcome:
         written = result.record if result.record is not None else item.payload
         self.sync_pass.link_set(
             link, near_id=item.record.id, far_id=result.target_id or item.far_id or "",
-            near_hash=record_hash(item.record.data, self.sync_pass.near_fields),
+            near_hash=item.near_hash or record_hash(item.record.data, self.sync_pass.near_fields),
             far_hash=record_hash(written, self.sync_pass.far_fields),
         )
         link.status = LinkStatus.SYNCED
@@ -426,11 +427,9 @@ class BatchOutcome:
                 link.last_error = self.error_for_link[near_id]
             link.updated_at = now
             (existing if link.pk else new).append(link)
-        if existing:
-            RecordLink.objects.bulk_update(existing, LINK_FIELDS)
-        if new:
-            # A concurrent run of the same mapping may have linked the same record: keep the first link.
-            RecordLink.objects.bulk_create(new, ignore_conflicts=True)
+        rows_update(RecordLink, existing, LINK_FIELDS)
+        # A concurrent run of the same mapping may have linked the same record: keep the first link.
+        rows_insert(RecordLink, new, ["organization", "mapping", *LINK_FIELDS], ignore_conflicts=True)
 
 
 class PlanOutcome(BatchOutcome):

@@ -8,6 +8,7 @@ A run's pages are staged for any worker to process (batches): the executor that 
 RunExecutor is also the state a helper worker processes a staged batch with.
 """
 
+import contextlib
 import logging
 import time
 
@@ -36,7 +37,16 @@ from syncs.engine.planning import Item, Planner, operator_edits
 from syncs.engine.reading import Reader
 from syncs.engine.writing import PlanWriter, Writer
 from syncs.events import log_event
-from syncs.models import BatchStatus, ErrorLevel, RecordError, RecordLink, RunStatus, SyncBatch, SyncRun
+from syncs.models import (
+    UNRESOLVED_ERROR_STATUSES,
+    BatchStatus,
+    ErrorLevel,
+    RecordError,
+    RecordLink,
+    RunStatus,
+    SyncBatch,
+    SyncRun,
+)
 from syncs.options import RunOptions
 from syncs.retries import sync_run_claim_errors
 
@@ -72,12 +82,14 @@ def sync_run_help(*, run_id):
         deadline = time.monotonic() + HELPER_SLICE
         try:
             # The reader checked the connections and the schema when it started the run.
-            passes = {p.direction: p for p in build_passes(run, check=False)}
+            passes = context.use(build_passes(run, check=False))
             done = batch_work(context, passes, deadline=deadline)
         except ConnectorError as exc:
             context.book.system_error(exc)  # an authentication failure halts the run: its other workers stop
         except Exception as exc:
             context.crashed(exc)
+        finally:
+            context.held.close()
         if time.monotonic() >= deadline and in_flight(run).filter(status=BatchStatus.STAGED).exists():
             announce(run)  # make way for the other tasks in this cluster's queue; any worker picks the run up
 
@@ -101,6 +113,7 @@ class RunExecutor:
         self.canceled = False
         self.conflicted_links = set()  # links the forward pass sent to review: the reverse pass leaves them
         self._conflicted_before = None
+        self._has_edits = None
         # An authentication failure halts the run: (error, connection), set where the call failed.
         self.halt = None
         # Runs whose errors this run resolved or superseded: their chains are re-evaluated when it finishes.
@@ -117,6 +130,7 @@ class RunExecutor:
         self.fan_out = fans_out(run, self.options, self.strategy)
         self.passes = {}
         self.staged_cache = {}  # batch id -> records this worker staged: no need to read them back
+        self.held = contextlib.ExitStack()  # the connectors this worker holds open (use())
 
     def retried_records(self):
         retried = {(FORWARD, str(record_id)) for record_id in self.options.records}
@@ -142,6 +156,22 @@ class RunExecutor:
         if reason:
             self.stopped = True
         return self.stopped
+
+    def mapping_has_edits(self):
+        """Whether any open error of the mapping holds an operator's correction: asked once per worker, so that
+        a batch of a mapping nobody corrected does not look for corrections record by record."""
+        if self._has_edits is None:
+            self._has_edits = RecordError.objects.filter(
+                mapping=self.mapping, level=ErrorLevel.RECORD, status__in=UNRESOLVED_ERROR_STATUSES,
+                edited_payload__isnull=False).exists()
+        return self._has_edits
+
+    def use(self, passes):
+        """The passes this worker works with, their connectors held open until it is done (self.held)."""
+        self.passes = {p.direction: p for p in passes}
+        for connector in {id(c): c for p in passes for c in (p.near, p.far)}.values():
+            self.held.enter_context(connector)
+        return self.passes
 
     def conflicted(self, link_id):
         """Whether the forward pass sent this link's record to review (two-way, manual policy): the reverse pass
@@ -183,7 +213,7 @@ class RunExecutor:
             if self.stop_requested():
                 raise _Stopped  # canceled while its worker was dead: only closed
             passes = build_passes(run)
-            self.passes = {p.direction: p for p in passes}
+            self.use(passes)
             if run.read_finished_at is None:
                 for sync_pass in passes:
                     self.reader.run_pass(sync_pass)
@@ -198,6 +228,7 @@ class RunExecutor:
         except Exception as exc:
             self.crashed(exc)
         if not self.fan_out:
+            self.held.close()
             sync_run_finish(self)
             return
         SyncRun.objects.filter(pk=run.pk).update(read_finished_at=timezone.now())
@@ -209,6 +240,8 @@ class RunExecutor:
             self.book.system_error(exc)
         except Exception as exc:
             self.crashed(exc)
+        finally:
+            self.held.close()
         if sync_run_try_finish(self):
             sync_run_finish(self)
 
@@ -217,24 +250,25 @@ class RunExecutor:
         since their last sync are counted here and need nothing more; the others are staged for any worker (a
         page of unchanged records is done at once)."""
         if not self.fan_out:
-            return {}, records
-        changed = self.planner.skim(sync_pass, records)
+            return {}, (records, None)
+        changed, links = self.planner.skim(sync_pass, records)
         unchanged = len(records) - len(changed)
         counts = {"read": unchanged, "unchanged": unchanged} if unchanged else {}
         if not changed:
-            return {"status": BatchStatus.SUCCEEDED, "counts": counts, "finished_at": timezone.now()}, []
-        return {**staged_fields(changed), "counts": counts}, changed
+            return {"status": BatchStatus.SUCCEEDED, "counts": counts, "finished_at": timezone.now()}, ([], None)
+        return {**staged_fields(changed), "counts": counts}, (changed, links)
 
-    def take(self, sync_pass, batch, records):
-        """A page that was read: processed here, or staged for any worker while this one reads on. The reader
-        stays at most RESYNC_READ_AHEAD batches ahead: past that, it processes staged batches itself."""
+    def take(self, sync_pass, batch, rest):
+        """A page that was read, (records, their links) of it left to process: processed here, or staged for
+        any worker while this one reads on. The reader stays at most RESYNC_READ_AHEAD batches ahead: past that,
+        it processes staged batches itself."""
         if not self.fan_out:
-            self.process_batch(sync_pass, batch, records)
+            self.process_batch(sync_pass, batch, rest[0])
             return
         if batch.status != BatchStatus.STAGED:
             return  # nothing in it needed more than its hash
         announce(self.run)
-        self.staged_cache[batch.pk] = records
+        self.staged_cache[batch.pk] = rest
         while len(self.staged_cache) > settings.RESYNC_READ_AHEAD:
             self.staged_cache.pop(next(iter(self.staged_cache)))  # taken by another worker by now, most likely
         while in_flight(self.run).filter(status=BatchStatus.STAGED).count() >= settings.RESYNC_READ_AHEAD:
@@ -266,11 +300,13 @@ class RunExecutor:
 
     # -- one batch ------------------------------------------------------------------------------------------------
 
-    def process_batch(self, sync_pass, batch, records, *, replay_info=None, failures=()):
-        """Plan, write and write down one batch. `replay_info` (record id → (an operator's correction, when the
-        record last failed)) and `failures` ((record, error) that could not even be loaded) come from a replay."""
+    def process_batch(self, sync_pass, batch, records, *, links=None, replay_info=None, failures=()):
+        """Plan, write and write down one batch. `links`: the records' links, when the caller has them already.
+        `replay_info` (record id → (an operator's correction, when the record last failed)) and `failures`
+        ((record, error) that could not even be loaded) come from a replay."""
         outcome = self.book.outcome(sync_pass, batch)
-        links = sync_pass.links(organization=self.org, mapping=self.mapping, near_ids=[r.id for r in records])
+        if links is None:
+            links = sync_pass.links(organization=self.org, mapping=self.mapping, near_ids=[r.id for r in records])
         items = [Item(record=record, link=links.get(record.id)) for record in records]
         edits = operator_edits(self, sync_pass, records) if replay_info is None else {}
         for item in items:

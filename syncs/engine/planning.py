@@ -36,6 +36,7 @@ class Item:
     # failed (a far record modified after that is not overwritten without force).
     preset_payload: dict | None = None
     failed_at: datetime | None = None
+    near_hash: str | None = None  # the record's hash, once computed (prepare)
 
 
 def _is_empty(value):
@@ -71,7 +72,7 @@ def filter_reason(filters, data):
 
 def operator_edits(context, sync_pass, records):
     """record id -> (edited payload, edited at) of the records' open errors an operator corrected."""
-    if not records:
+    if not records or not context.mapping_has_edits():
         return {}
     rows = RecordError.objects.filter(
         mapping=context.mapping, direction=sync_pass.direction, level=ErrorLevel.RECORD,
@@ -91,7 +92,8 @@ class Planner:
     # -- per record --------------------------------------------------------------------------------------------
 
     def skim(self, sync_pass, records):
-        """The records of a page that are not unchanged since Resync last synced them: an unchanged record costs
+        """(the records of a page that are not unchanged since Resync last synced them, the page's links). The
+        records of a page that are not unchanged since Resync last synced them: an unchanged record costs
         its hash and a look at its link, nothing else. The decision is prepare()'s, taken early: a record a filter
         ignores is not unchanged (its outcome is written down), nor one whose last sync did not succeed."""
         links = sync_pass.links(organization=self.context.org, mapping=self.mapping, near_ids=[r.id for r in records])
@@ -101,7 +103,7 @@ class Planner:
             if (link is None or link.status != LinkStatus.SYNCED or filter_reason(sync_pass.filters, record.data)
                     or sync_pass.link_near_hash(link) != record_hash(record.data, sync_pass.near_fields)):
                 changed.append(record)
-        return changed
+        return changed, links
 
     def prepare(self, sync_pass, item, outcome):
         record, link = item.record, item.link
@@ -116,7 +118,7 @@ class Planner:
             outcome.skip(item)  # settled by the forward pass's conflict policy: manual review
             return
         # The near side has not changed since Resync last wrote or read it: unchanged, or our own echo.
-        near_hash = record_hash(record.data, sync_pass.near_fields)
+        near_hash = item.near_hash = record_hash(record.data, sync_pass.near_fields)
         if link is not None and link.status == LinkStatus.SYNCED and sync_pass.link_near_hash(link) == near_hash:
             outcome.unchanged(item)
             return

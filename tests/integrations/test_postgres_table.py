@@ -180,6 +180,7 @@ def test_it_does_not_connect_to_a_loopback_host_when_private_hosts_are_refused(s
 def test_its_sessions_name_resync_and_bound_statements_in_time(make_connector, scratch, scratch_database):
     connector = make_connector()
     with connector:
+        connector.check()  # the first call opens the connection the others share
         assert connector._db.execute("SHOW statement_timeout").fetchone()[0] == "1min"
         assert connector._db.execute("SHOW TimeZone").fetchone()[0] == "UTC"
         names = scratch.execute("SELECT application_name FROM pg_stat_activity WHERE datname = %s AND pid <> "
