@@ -98,10 +98,13 @@ class Mapping(TenantModel):
     )
     default_phone_country = models.CharField(max_length=2, default="US")
     filters = models.JSONField(default=list, blank=True)
+    # Each batch has a fixed cost (its rows, a claim, a few statements): 500 keeps it small next to the records'
+    # own, while leaving a run enough batches to spread over workers.
     batch_size = models.PositiveIntegerField(
-        default=100,
+        default=500,
         validators=[MinValueValidator(1), MaxValueValidator(1000)],
-        help_text="Records per page read and per bulk write. A failed call fails at most one batch.",
+        help_text="Records per page read, and per batch a worker processes (written in the largest calls the "
+                  "target takes). A page that fails to load fails at most one batch.",
     )
     schedule_type = models.CharField(max_length=10, choices=ScheduleType.choices, default=ScheduleType.NONE)
     schedule_interval_minutes = models.PositiveIntegerField(null=True, blank=True)

@@ -24,6 +24,8 @@ from mappings.plan import FieldRule, RecordPlan, compile_record_plan
 from syncs.models import RecordLink
 
 FORWARD, REVERSE = "forward", "reverse"
+# Every column of a link, in the model's order (RecordLink.from_db takes them so).
+LINK_COLUMNS = [field.attname for field in RecordLink._meta.concrete_fields]
 
 
 def _normalize(value):
@@ -94,6 +96,20 @@ class SyncPass:
         """The existing links of these near records, by near id."""
         rows = RecordLink.objects.for_org(organization).filter(mapping=mapping, **{f"{self.near_column}__in": near_ids})
         return {self.link_key(link): link for link in rows}
+
+    def link_rows(self, *, organization, mapping, near_ids):
+        """near id -> the link's row as a tuple (LINK_COLUMNS): a page's links without a model instance each,
+        for the records that turn out to need none (link_from_row makes one)."""
+        rows = RecordLink.objects.for_org(organization).filter(mapping=mapping, **{f"{self.near_column}__in": near_ids})
+        key = LINK_COLUMNS.index(self.near_column)
+        return {row[key]: row for row in rows.values_list(*LINK_COLUMNS)}
+
+    def row_near_hash(self, row):
+        return row[LINK_COLUMNS.index("source_hash" if self.direction == FORWARD else "target_hash")]
+
+    @staticmethod
+    def link_from_row(row):
+        return RecordLink.from_db(RecordLink.objects.db, LINK_COLUMNS, row)
 
     def far_ids_linked(self, *, organization, mapping, far_ids):
         """far id -> near id of existing links of this mapping."""

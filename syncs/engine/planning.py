@@ -16,7 +16,7 @@ from django.utils import timezone
 from integrations.connectors.base import SourceRecord, WriteAction
 from integrations.errors import ConnectorError, ErrorCategory
 from mappings.models import ConflictPolicy, WriteMode
-from syncs.engine.passes import FORWARD, REVERSE, record_hash
+from syncs.engine.passes import FORWARD, LINK_COLUMNS, REVERSE, record_hash
 from syncs.models import UNRESOLVED_ERROR_STATUSES, ErrorLevel, ErrorStatus, LinkStatus, RecordError, RecordLink
 
 
@@ -96,13 +96,17 @@ class Planner:
         records of a page that are not unchanged since Resync last synced them: an unchanged record costs
         its hash and a look at its link, nothing else. The decision is prepare()'s, taken early: a record a filter
         ignores is not unchanged (its outcome is written down), nor one whose last sync did not succeed."""
-        links = sync_pass.links(organization=self.context.org, mapping=self.mapping, near_ids=[r.id for r in records])
-        changed = []
+        rows = sync_pass.link_rows(organization=self.context.org, mapping=self.mapping,
+                                   near_ids=[r.id for r in records])
+        status = LINK_COLUMNS.index("status")
+        changed, links = [], {}
         for record in records:
-            link = links.get(record.id)
-            if (link is None or link.status != LinkStatus.SYNCED or filter_reason(sync_pass.filters, record.data)
-                    or sync_pass.link_near_hash(link) != record_hash(record.data, sync_pass.near_fields)):
+            row = rows.get(record.id)
+            if (row is None or row[status] != LinkStatus.SYNCED or filter_reason(sync_pass.filters, record.data)
+                    or sync_pass.row_near_hash(row) != record_hash(record.data, sync_pass.near_fields)):
                 changed.append(record)
+                if row is not None:
+                    links[record.id] = sync_pass.link_from_row(row)
         return changed, links
 
     def prepare(self, sync_pass, item, outcome):
