@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 TARGETS_US = {"without phone_e164": 10.0, "with phone_e164": 30.0}
 PHONE_REGIONS = ["US", "GB", "DE", "FR", "JP", "AU", "BR", "IN", "ES", "CA", "MX", "NL"]
@@ -188,14 +188,19 @@ def per_record_us(function, records):
     return (time.process_time() - started) / len(records) * 1e6
 
 
-def main(argv=()):
-    """Measure and print; return the figures ({"without phone_e164": {...}, "with phone_e164": {...}, ...}).
-    argv are command-line options: a runner calling main() gets the defaults whatever its own command line."""
+def parser_build():
     parser = argparse.ArgumentParser(prog="bench/transforms.py")
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-per-record-calls", action="store_true", help="skip the slow pre-plan path")
-    args = parser.parse_args(argv)
+    parser.add_argument("--json", metavar="OUT", help="also write the figures to OUT as JSON (bench/report.py)")
+    return parser
+
+
+def measure(argv=()):
+    """Measure and print; return the figures ({"without phone_e164": {...}, "with phone_e164": {...}, ...}).
+    argv are command-line options: a runner calling it gets the defaults whatever its own command line."""
+    args = parser_build().parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ["RESYNC_LOG_LEVEL"] = "WARNING"
@@ -251,5 +256,35 @@ def main(argv=()):
     return figures
 
 
+def figures(argv=None):
+    """The figures in the shape of bench/report.py: µs per record, the plan's ratio to the hand-written floor."""
+    from report import Figure
+
+    measured = measure(argv or ())
+    out = []
+    for label in TARGETS_US:
+        row = measured[label]
+        out.append(Figure("transforms", f"floor: the transforms by hand, {label}", row["floor_us"], "µs/record"))
+        out.append(Figure("transforms", f"compiled plan, {label}", row["plan_us"], "µs/record", baseline="floor",
+                          ratio=row["plan_ratio"], target=f"≤ {row['target_us']:.0f} µs", holds=row["meets_target"]))
+        if "per_record_calls_us" in row:
+            out.append(Figure("transforms", f"per-record calls (before the plan), {label}", row["per_record_calls_us"],
+                              "µs/record", baseline="floor", ratio=row["per_record_calls_ratio"]))
+    return out
+
+
+def main(argv=None):
+    from report import print_table, write_json
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser_build().parse_args(argv)
+    rest = [arg for arg in argv if arg != args.json and arg != "--json"]
+    found = figures(rest)
+    print_table(found)
+    if args.json:
+        write_json(found, args.json)
+    return found
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
