@@ -27,13 +27,15 @@ when another would end after --max-minutes, so that `make bench` stays short whi
 cumulative and by own time), then a second sync (its time per stage).
 
 PostgreSQL only: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/resync_bench_engine) is created,
-migrated, and dropped at the end unless --keep. The source and target tables live in schemas of that database
+migrated, and dropped at the end unless --keep; a second bench on the same database waits for the first (an
+advisory lock) instead of dropping it under it. The source and target tables live in schemas of that database
 (bench_source, bench_target, bench_floor). Every bookkeeping table is emptied between runs, so each run starts
 from the same state. Settings as in production: DEBUG off (Django's query log would cost every statement time),
 logging at WARNING (one JSON line per failed record, formatted and written to /dev/null).
 """
 
 import argparse
+import contextlib
 import cProfile
 import io
 import os
@@ -115,6 +117,21 @@ CREATE TABLE {schema}.{table} (
 def admin_dsn(url):
     parts = urlparse(url)
     return parts._replace(path="/postgres").geturl(), parts.path.lstrip("/")
+
+
+@contextlib.contextmanager
+def database_lock(url):
+    """Held while a bench uses its database: a second bench on the same database (someone else's run) waits for it
+    instead of dropping the database under it, and the two do not skew each other's timings."""
+    import psycopg
+
+    dsn, name = admin_dsn(url)
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        key = f"resync bench {name}"
+        if not connection.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key]).fetchone()[0]:
+            print(f"waiting for another bench that uses the database {name} to finish", flush=True)
+            connection.execute("SELECT pg_advisory_lock(hashtext(%s))", [key])
+        yield  # the lock ends with the session
 
 
 def database_create(url):
@@ -519,13 +536,14 @@ def figures(argv=None):
     args = parser_build().parse_args(argv)
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     batch_sizes = [args.batch_size] + ([SMALL_BATCH] if args.batch_size != SMALL_BATCH else [])
-    database_create(url)
-    django_setup(url)
-    try:
-        return measure(url, args, batch_sizes)
-    finally:
-        if not args.keep:
-            database_drop(url)
+    with database_lock(url):
+        database_create(url)
+        django_setup(url)
+        try:
+            return measure(url, args, batch_sizes)
+        finally:
+            if not args.keep:
+                database_drop(url)
 
 
 def measure(url, args, batch_sizes):

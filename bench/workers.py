@@ -25,7 +25,7 @@ Workers run with DEBUG=false and RESYNC_LOG_LEVEL=WARNING, as in production (wit
 Django's query log alone grows a worker by hundreds of MB over a long run). A cluster is stopped with SIGTERM and,
 after 20 s, SIGKILL to its whole process group, also when the bench fails. PostgreSQL only: BENCH_DATABASE_URL
 (default postgres://postgres@127.0.0.1:5432/resync_bench_workers) is created, migrated and dropped at the end
-unless --keep. Linux only (/proc).
+unless --keep; a second bench on the same database waits for the first. Linux only (/proc).
 """
 
 import argparse
@@ -250,14 +250,15 @@ def parser_build():
 def figures(argv=None):
     args = parser_build().parse_args(argv)
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
-    engine.database_create(url)
-    engine.django_setup(url)
-    try:
-        with tempfile.TemporaryDirectory(prefix="resync-bench-workers-") as log_dir:
-            return measure(url, args, log_dir)
-    finally:
-        if not args.keep:
-            engine.database_drop(url)
+    with engine.database_lock(url):
+        engine.database_create(url)
+        engine.django_setup(url)
+        try:
+            with tempfile.TemporaryDirectory(prefix="resync-bench-workers-") as log_dir:
+                return measure(url, args, log_dir)
+        finally:
+            if not args.keep:
+                engine.database_drop(url)
 
 
 def measure(url, args, log_dir):
