@@ -84,12 +84,25 @@ def connection_check(*, connection):
 
 
 def connection_needs_reauth(*, connection, error):
-    """The connection's credentials were refused: syncs and retries stop until someone reconnects it."""
+    """The connection's credentials were refused: syncs and retries stop until someone reconnects it.
+
+    Only while the refused credentials (those `connection` was loaded with) are still the stored ones: a call
+    made with credentials someone has replaced since, by a batch that was under way during the reconnect, says
+    nothing about the new ones, and must not undo the reconnect. Returns whether the connection was marked.
+    """
+    now = timezone.now()
+    marked = Connection.objects.filter(
+        pk=connection.pk, credentials_ciphertext=connection.credentials_ciphertext,
+    ).update(status=ConnectionStatus.NEEDS_REAUTH, status_reason=error.message[:500], last_error=error.message,
+             updated_at=now)
+    if not marked:
+        log_event("auth_failure_after_reconnect", connection=connection.name, error_code=error.code)
+        return False
     connection.status, connection.status_reason = ConnectionStatus.NEEDS_REAUTH, error.message[:500]
-    connection.last_error = error.message
-    connection.save(update_fields=["status", "status_reason", "last_error", "updated_at"])
+    connection.last_error, connection.updated_at = error.message, now
     log_event("connection_needs_reauth", connection=connection.name, error_code=error.code,
               error_message=error.message)
+    return True
 
 
 def connection_reconnect(*, connection, credentials=None):

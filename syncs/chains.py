@@ -14,6 +14,8 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.db.models.functions import Coalesce
 
+from integrations.errors import ErrorCategory
+from integrations.models import Connection, ConnectionStatus
 from integrations.services import connection_reconnect
 from syncs.events import log_event
 from syncs.models import (
@@ -139,6 +141,35 @@ def sync_run_retry_failures(*, run, force=False):
     return runs[0]
 
 
+def sync_run_resume_after_reconnect(run):
+    """Resume `run`, stopped because a connection's credentials were refused, if that connection has been
+    reconnected in the meantime. Returns the queued retry, or None.
+
+    Called when the run finishes: a reconnect made while the run was still stopping (its other batches winding
+    down) found no finished run to resume, and nothing else would read the records the run never reached. A
+    reconnect made after the run finished resumes it itself (sync_runs_resume); whichever of the two comes
+    second finds the other's retry, under the run's row lock, and queues nothing.
+    """
+    if run.is_test or run.status not in (RunStatus.PARTIALLY_FAILED, RunStatus.FAILED):
+        return None
+    mapping = run.mapping
+    refused = RecordError.objects.filter(run=run, level=ErrorLevel.SYSTEM, category=ErrorCategory.AUTH,
+                                         status__in=UNRESOLVED_ERROR_STATUSES)
+    connections = Connection.objects.filter(pk__in=(mapping.source_connection_id, mapping.target_connection_id))
+    if not mapping.is_active or not refused.exists() or connections.exclude(status=ConnectionStatus.ACTIVE).exists():
+        return None
+    return _resume(run)
+
+
+def _resume(run):
+    with transaction.atomic():
+        SyncRun.objects.select_for_update().filter(pk=run.pk).first()
+        if SyncRun.objects.filter(parent=run, trigger=Trigger.RETRY,
+                                  status__in=(RunStatus.QUEUED, RunStatus.RUNNING)).exists():
+            return None
+        return sync_run_retry_failures(run=run)
+
+
 def sync_runs_resume(*, connection):
     """After a reconnect: retry the latest run of each active mapping of `connection` that its outage stopped
     (an unresolved system error). Returns the runs queued."""
@@ -152,8 +183,8 @@ def sync_runs_resume(*, connection):
         latest.setdefault(mapping_id, run_id)
     queued = []
     for run in SyncRun.objects.filter(pk__in=latest.values()).select_related("mapping").order_by("pk"):
-        if run.status in (RunStatus.PARTIALLY_FAILED, RunStatus.FAILED):
-            queued.append(sync_run_retry_failures(run=run))
+        if run.status in (RunStatus.PARTIALLY_FAILED, RunStatus.FAILED) and (resumed := _resume(run)):
+            queued.append(resumed)
     if queued:
         log_event("runs_resumed", connection=connection.name, runs=[run.pk for run in queued])
     return queued

@@ -2,7 +2,7 @@
 it, the retries it kept waiting, the next queued run of its mapping and auto-pause. The engine calls
 `sync_run_after_finish` once per finished run."""
 
-from syncs.chains import chains_settle
+from syncs.chains import chains_settle, sync_run_resume_after_reconnect
 from syncs.groups import group_retries_advance
 from syncs.pause import pause_after_failed_runs
 from syncs.retries import automated_replay, retries_sweep
@@ -15,7 +15,10 @@ def sync_run_after_finish(run, *, touched_runs=()):
         return
     sync_run_release_claims(run)
     chains_settle(run_ids={run.pk, *touched_runs})
-    automated_replay(run)
+    # A run stopped by refused credentials is read again in full once its connection is reconnected (its failed
+    # records with it, the cursor never moved past them): no record replay meanwhile, it would only be refused.
+    if not sync_run_resume_after_reconnect(run):
+        automated_replay(run)
     # After the replay: a probe it has just claimed is on its way, not failed.
     group_retries_advance(mapping=run.mapping)
     # Retries that came due while this run held the mapping go now rather than at the sweeper's next tick.

@@ -267,6 +267,8 @@ def automated_replay(run):
     mapping = run.mapping
     if not mapping.automated_replay or not run.failed or run.status == RunStatus.CANCELED:
         return None
+    if RecordError.objects.filter(run=run, level=ErrorLevel.SYSTEM, category=ErrorCategory.AUTH).exists():
+        return None  # the credentials were refused: the run resumes in full after the reconnect (syncs.chains)
     root = run.root or run
     replays = SyncRun.objects.filter(root=root, trigger=Trigger.REPLAY).count()
     if replays >= mapping.replay_attempts:

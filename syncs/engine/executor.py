@@ -30,7 +30,7 @@ from syncs.engine.batches import (
     sync_run_try_finish,
 )
 from syncs.engine.bookkeeping import PlanBook, RunBook
-from syncs.engine.claims import Heartbeat, stop_requested, sync_run_claim
+from syncs.engine.claims import HEARTBEAT_EVERY, Heartbeat, stop_requested, sync_run_claim
 from syncs.engine.finishing import sync_run_finish
 from syncs.engine.passes import FORWARD, build_passes
 from syncs.engine.planning import Item, Planner, operator_edits
@@ -138,6 +138,21 @@ class RunExecutor:
             retried |= set(RecordError.objects.filter(pk__in=self.options.errors, level=ErrorLevel.RECORD)
                            .values_list("direction", "source_record_id"))
         return retried
+
+    def wait_for_retry_after(self, exc, batch):
+        """Wait as long as the far side asked before the next call of `batch`; False when that is longer than a
+        worker should sleep (the retry scheduler then waits instead)."""
+        if not exc.retry_after:
+            return True
+        if exc.retry_after > settings.RESYNC_INLINE_RETRY_AFTER_MAX:
+            return False
+        left = float(exc.retry_after)
+        while left > 0:
+            step = min(left, HEARTBEAT_EVERY)
+            self.sleep(step)
+            left -= step
+            self.heartbeat.beat(batch=batch, force=False)
+        return True
 
     def call_failed(self, exc, connection):
         """Whether a failed call halts the run. Authentication does: every later call would fail the same way,

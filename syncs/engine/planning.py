@@ -17,6 +17,7 @@ from integrations.connectors.base import SourceRecord, WriteAction
 from integrations.errors import ConnectorError, ErrorCategory
 from mappings.models import ConflictPolicy, WriteMode
 from syncs.engine.passes import FORWARD, LINK_COLUMNS, REVERSE, record_hash
+from syncs.engine.writing import MAX_FAILED_CALLS_IN_A_ROW
 from syncs.models import UNRESOLVED_ERROR_STATUSES, ErrorLevel, ErrorStatus, LinkStatus, RecordError, RecordLink
 
 
@@ -204,13 +205,15 @@ class Planner:
             values = {item.payload.get(far_field) for item in pending if not _is_empty(item.payload.get(far_field))}
             if not values:
                 continue
-            try:
-                found = sync_pass.far.find(sync_pass.far_object, far_field, sorted(values, key=str))
-            except ConnectorError as exc:
-                if not context.call_failed(exc, sync_pass.far_connection):
-                    for item in pending:
-                        outcome.fail(item, [exc])
+            found, failed = self.far_read(
+                sync_pass, lambda part, f=far_field: sync_pass.far.find(sync_pass.far_object, f, part),
+                sorted(values, key=str), outcome)
+            if found is None:
                 return
+            for item in pending:
+                if item.payload.get(far_field) in failed:
+                    outcome.fail(item, [failed[item.payload.get(far_field)]])
+            pending = [item for item in pending if not item.done]
             linked_elsewhere = sync_pass.far_ids_linked(
                 organization=context.org, mapping=context.mapping, far_ids=[r.id for rs in found.values() for r in rs])
             still_pending = []
@@ -240,6 +243,43 @@ class Planner:
                     still_pending.append(item)
             pending = still_pending
 
+    def far_fetch(self, sync_pass, far_ids, outcome):
+        return self.far_read(sync_pass, lambda part: sync_pass.far.fetch(sync_pass.far_object, part), far_ids,
+                             outcome)
+
+    def far_read(self, sync_pass, call, keys, outcome):
+        """`call(part)`, a find or fetch of the far side answering a dict, for every key of `keys`.
+
+        Reads are split like writes (Writer.write_call): a call that fails on a transient error is sent again
+        in halves, down to single keys, after any Retry-After, so one failed lookup does not fail every record
+        of the batch and use up their retries together; after MAX_FAILED_CALLS_IN_A_ROW failures in a row the
+        far side is taken to be down. Returns (answers, failed: key -> its error), or (None, {}) when the run
+        halts (credentials refused).
+        """
+        answers, failed, failed_in_a_row = {}, {}, 0
+        parts = [list(keys)] if keys else []
+        while parts:
+            part = parts.pop(0)
+            try:
+                answers.update(call(part))
+            except ConnectorError as exc:
+                if self.context.call_failed(exc, sync_pass.far_connection):
+                    return None, {}
+                failed_in_a_row += 1
+                down = failed_in_a_row >= MAX_FAILED_CALLS_IN_A_ROW
+                if (down or len(part) == 1 or not exc.retryable
+                        or not self.context.wait_for_retry_after(exc, outcome.batch)):
+                    for rest in (part, *parts) if down else (part,):
+                        failed.update(dict.fromkeys(rest, exc))
+                    if down:
+                        break
+                    continue
+                half = (len(part) + 1) // 2
+                parts[:0] = [part[:half], part[half:]]
+                continue
+            failed_in_a_row = 0
+        return answers, failed
+
     @staticmethod
     def match_value(sync_pass, item):
         values = tuple(item.payload.get(far) for _near, far in sync_pass.match_keys)
@@ -261,14 +301,13 @@ class Planner:
         if not candidates:
             return
         missing = [item.far_id for item in candidates if item.far_record is None]
-        try:
-            current = sync_pass.far.fetch(sync_pass.far_object, missing) if missing else {}
-        except ConnectorError as exc:
-            if not self.context.call_failed(exc, sync_pass.far_connection):
-                for item in candidates:
-                    outcome.fail(item, [exc])
+        current, failed = self.far_fetch(sync_pass, missing, outcome)
+        if current is None:
             return
         for item in candidates:
+            if item.far_id in failed:
+                outcome.fail(item, [failed[item.far_id]])
+                continue
             far_record = item.far_record or current.get(item.far_id)
             if far_record is None:
                 continue
@@ -291,15 +330,14 @@ class Planner:
                   and item.action == WriteAction.UPDATE]
         if not linked:
             return
-        try:
-            current = sync_pass.far.fetch(sync_pass.far_object, [item.far_id for item in linked])
-        except ConnectorError as exc:
-            if not self.context.call_failed(exc, sync_pass.far_connection):
-                for item in linked:
-                    outcome.fail(item, [exc])
+        current, failed = self.far_fetch(sync_pass, [item.far_id for item in linked], outcome)
+        if current is None:
             return
         policy = self.mapping.conflict_policy
         for item in linked:
+            if item.far_id in failed:
+                outcome.fail(item, [failed[item.far_id]])
+                continue
             far_record = current.get(item.far_id)
             if far_record is None:
                 continue  # deleted on the far side: the update answers not_found, handled by create_if_missing

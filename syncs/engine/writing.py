@@ -10,11 +10,8 @@ far side's current values.
 
 import contextlib
 
-from django.conf import settings
-
 from integrations.connectors.base import WriteAction, WriteOperation
 from integrations.errors import ConnectorError, ErrorCategory
-from syncs.engine.claims import HEARTBEAT_EVERY
 
 # After this many failed calls in a row the far side is taken to be down: the rest fail at once (retried later).
 MAX_FAILED_CALLS_IN_A_ROW = 3
@@ -100,7 +97,7 @@ class Writer:
                 if not self.worth_splitting(exc, group):
                     outcome.fail_all(group, exc)
                     continue
-                if failed_in_a_row >= MAX_FAILED_CALLS_IN_A_ROW or not self.wait_for_retry_after(exc, outcome):
+                if failed_in_a_row >= MAX_FAILED_CALLS_IN_A_ROW or not context.wait_for_retry_after(exc, outcome.batch):
                     for rest in (group, *groups):
                         outcome.fail_all(rest, exc)
                     break
@@ -129,21 +126,6 @@ class Writer:
         if len(group) == 1:
             return False
         return exc.retryable or exc.category in (ErrorCategory.VALIDATION, ErrorCategory.DUPLICATE)
-
-    def wait_for_retry_after(self, exc, outcome):
-        """Wait as long as the target asked before the next call; False when that is longer than a worker
-        should sleep (the retry scheduler then waits instead)."""
-        if not exc.retry_after:
-            return True
-        if exc.retry_after > settings.RESYNC_INLINE_RETRY_AFTER_MAX:
-            return False
-        left = float(exc.retry_after)
-        while left > 0:
-            step = min(left, HEARTBEAT_EVERY)
-            self.context.sleep(step)
-            left -= step
-            self.context.heartbeat.beat(batch=outcome.batch, force=False)
-        return True
 
     def find_lost_creates(self, sync_pass, group, exc, outcome):
         """Creates of a call that may have been carried out: look them up before sending them again."""

@@ -9,9 +9,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from integrations.connectors.sandbox import SandboxConnector, change_record, seed_records
-from integrations.errors import ConnectorError
-from integrations.models import ConnectionStatus
-from integrations.services import connection_reconnect
+from integrations.errors import ConnectorError, ErrorCategory
+from integrations.models import Connection, ConnectionStatus
+from integrations.services import connection_needs_reauth, connection_reconnect
 from mappings.models import FieldMapping
 from syncs.chains import sync_run_retry_failures
 from syncs.groups import error_group_retry, error_groups
@@ -622,6 +622,25 @@ def test_an_auth_error_pauses_the_connection_until_it_is_reconnected(make_mappin
     assert target.credentials == {"api_key": "sk_new_key"}
     run_scheduled_mapping(mapping.pk)
     assert SyncRun.objects.filter(trigger=Trigger.SCHEDULE).count() == 1
+
+
+def test_a_call_refused_with_credentials_replaced_since_does_not_undo_a_reconnect(make_connection):
+    """A batch under way during a reconnect fails with the old key after the new one is saved: that says nothing
+    about the new key, so the connection stays active (otherwise every retry waits for a second reconnect)."""
+    target = make_connection("Expired", faults={"expired_credentials": True})
+    in_flight = Connection.objects.get(pk=target.pk)  # what the running batch loaded, with the old key
+    refused = ConnectorError(ErrorCategory.AUTH, "Token has expired", code="expired")
+    assert connection_needs_reauth(connection=in_flight, error=refused)
+    set_faults(target)
+    connection_reconnect(connection=Connection.objects.get(pk=target.pk), credentials={"api_key": "sk_new_key"})
+
+    assert not connection_needs_reauth(connection=in_flight, error=refused)
+    target.refresh_from_db()
+    assert (target.status, target.status_reason) == (ConnectionStatus.ACTIVE, "")
+    # The new key refused is news: the connection needs a person again.
+    assert connection_needs_reauth(connection=target, error=refused)
+    target.refresh_from_db()
+    assert target.status == ConnectionStatus.NEEDS_REAUTH
 
 
 def test_n_consecutive_failed_runs_pause_a_mapping_and_say_why(make_mapping, make_connection):

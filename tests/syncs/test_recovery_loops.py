@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from integrations.connectors.sandbox import seed_records
 from integrations.models import ConnectionStatus, SandboxCallCounter
+from integrations.services import connection_reconnect
 from mappings.models import FieldMapping
 from mappings.services import mapping_update
 from syncs.chains import connection_reconnect_and_resume, run_open_failures, sync_run_retry_failures
@@ -81,6 +82,37 @@ def test_a_write_call_that_fails_transiently_is_split_and_every_record_still_syn
     assert (run.status, run.created, run.failed) == (RunStatus.SUCCEEDED, 6, 0)
     assert not RecordError.objects.exists()
     assert calls(target) == 4
+
+
+def test_a_lookup_that_fails_transiently_is_split_too(make_mapping, make_connection):
+    # Target calls: 1 check, 2 the batch's lookup by email (503), 3 and 4 its halves, 5 the write. Before,
+    # one failed lookup failed every record of the batch, and a retry of them all met the same odds again.
+    target = make_connection("Flaky", faults={"operations": ["find"], "fail_calls": [2], "failure_kind": "503"})
+    mapping = make_mapping(target=target)
+    assert mapping.match_keys
+    seed_records(mapping.source_connection, "contacts", [person(n) for n in range(6)])
+
+    run = run_mapping(mapping)
+
+    assert (run.status, run.created, run.failed) == (RunStatus.SUCCEEDED, 6, 0)
+    assert not RecordError.objects.exists()
+    assert calls(target) == 5
+
+
+def test_a_lookup_failure_left_after_splitting_fails_only_its_records(make_mapping, make_connection):
+    # 1 check; 2 the lookup of both (fails); 3 the first (fails: a single key is not split further); 4 the
+    # second; 5 the second's write. Only the first record fails, with the lookup's error.
+    target = make_connection("Flaky", faults={"operations": ["find"], "fail_calls": [2, 3],
+                                              "failure_kind": "connection"})
+    mapping = make_mapping(target=target, error_strategy="retry")
+    seed_records(mapping.source_connection, "contacts", [person(1), person(2)], ids=["a", "b"])
+
+    run = run_mapping(mapping)
+
+    assert (run.created, run.failed) == (1, 1)
+    (error,) = record_errors()
+    assert (error.source_record_id, error.category) == ("a", "connection")
+    assert emails(target) == ["person2@example.com"]
 
 
 def test_failures_left_after_splitting_are_each_records_own(make_mapping, make_connection):
@@ -248,6 +280,36 @@ def test_credentials_refused_mid_run_halt_it_without_failing_its_records(make_ma
     assert (resumed.parent, resumed.status) == (root, RunStatus.SUCCEEDED)
     assert len(records(target)) == 5
     assert root.status == RunStatus.RECOVERED
+
+
+def test_a_reconnect_made_while_the_halted_run_is_still_stopping_resumes_it_when_it_finishes(
+        make_mapping, make_connection, execute_queued):
+    """The person reconnects the moment the connection says it needs it, while the run's other batches are still
+    winding down: the reconnect finds no finished run to resume, so the run resumes itself when it finishes,
+    once; a second reconnect does not queue it again."""
+    target = make_connection("CRM", faults={"expire_after_calls": 4})
+    mapping = make_mapping(target=target, match_keys=[], batch_size=1, automated_replay=True)
+    seed_records(mapping.source_connection, "contacts", [person(n) for n in range(5)])
+    root = run_mapping(mapping)
+    assert root.status == RunStatus.FAILED
+
+    # The reconnect came first: the run was not finished then, so nothing was resumed.
+    target.refresh_from_db()
+    connection_reconnect(connection=target, credentials={"api_key": "new"})
+    with execute_queued():
+        sync_run_after_finish(root)  # the run finishing after it
+        (resumed,) = SyncRun.objects.filter(parent=root)
+        assert resumed.status == RunStatus.QUEUED
+        # A second reconnect while the resumed run waits: it is not queued twice.
+        assert connection_reconnect_and_resume(connection=target)[1] == []
+
+    resumed.refresh_from_db()
+    assert (resumed.trigger, resumed.status) == (Trigger.RETRY, RunStatus.SUCCEEDED)
+    assert len(records(target)) == 5
+    root.refresh_from_db()
+    assert root.status == RunStatus.RECOVERED
+    # While the connection waited for its reconnect, no replay was queued only to be refused.
+    assert not SyncRun.objects.filter(trigger=Trigger.REPLAY).exists()
 
 
 def test_the_sweeper_does_not_claim_errors_for_a_mapping_that_is_running(make_mapping, failing_target,
