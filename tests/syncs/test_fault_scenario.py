@@ -1,6 +1,6 @@
 """The fault scenario: thousands of contacts into a target that fails, on PostgreSQL with a real worker.
 
-The target fails 15% of its calls (503s, timeouts, and writes carried out whose answer is lost), rate-limits
+The target fails 30% of its calls (503s, timeouts, and writes carried out whose answer is lost), rate-limits
 every 50th call with a Retry-After, and lets its credentials expire once in the middle of the first run. 3% of
 the records are bad in three ways (a phone not in E.164, a last name too long, no last name) and 2% share an
 email with another record. The operator does what the product asks of a person, and nothing else: one
@@ -133,7 +133,7 @@ def test_thousands_of_records_through_a_failing_target_end_recovered(
     target = make_connection("CRM", faults={
         # Another seed moves the faults to other calls: RESYNC_SCENARIO_SEED=4 make test-faults
         "seed": int(os.environ.get("RESYNC_SCENARIO_SEED", 11)),
-        "operations": ["write", "find", "fetch"], "failure_rate": 0.15,
+        "operations": ["write", "find", "fetch"], "failure_rate": 0.3,
         "failure_kind": ["503", "timeout", "lost_answer"], "rate_limit_every": 50, "retry_after": 1,
         "expire_after_calls": 60,
     })
@@ -171,7 +171,10 @@ def test_thousands_of_records_through_a_failing_target_end_recovered(
                  .values_list("source_record_id", flat=True))
     healed = hit & synced
     transient_errors = RecordError.objects.filter(mapping=mapping, category__in=TRANSIENT).count()
-    assert len(hit) >= 100, "the scenario must hit many records with transient failures"
+    # Most transient failures heal inside the run (a failed call is sent again in halves), so only those left
+    # at a single record become record errors: at 30% of calls failing, a few dozen to a few hundred.
+    assert len(hit) >= 30, "the scenario must hit many records with transient failures: " + records_state(
+        mapping, []) + str(Counter(RecordError.objects.filter(mapping=mapping).values_list("level", "category")))
     assert len(healed) >= 0.99 * len(hit), records_state(mapping, sorted(hit - healed)[:5])
 
     # 3. Each kind of bad record: one mapping change, then one group retry.
