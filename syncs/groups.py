@@ -12,6 +12,7 @@ retries a thousand records into the same wall.
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Max, Min, Q
 
+from mappings.models import Mapping
 from syncs.events import log_event
 from syncs.models import (
     UNRESOLVED_ERROR_STATUSES,
@@ -23,6 +24,8 @@ from syncs.models import (
     RecordError,
     RecordLink,
     Resolution,
+    RunStatus,
+    SyncRun,
 )
 from syncs.policy import retry_policy
 from syncs.retries import CLAIMABLE_STATUSES, errors_retry
@@ -94,6 +97,19 @@ def group_retries_advance(*, mapping):
     for group_retry in ErrorGroupRetry.objects.filter(mapping=mapping, status=GroupRetryStatus.PROBING):
         if _group_retry_advance(group_retry):
             advanced.append(group_retry)
+    return advanced
+
+
+def group_retries_sweep():
+    """The sweeper's share (every minute): move on the probing group retries of mappings with no run queued or
+    running. A run's end moves them on (group_retries_advance); this catches a run whose worker died between
+    finishing it and doing so, so a group retry never waits for good."""
+    busy = SyncRun.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING), is_test=False)
+    mapping_ids = (ErrorGroupRetry.objects.filter(status=GroupRetryStatus.PROBING)
+                   .exclude(mapping_id__in=busy.values("mapping_id")).values_list("mapping_id", flat=True).distinct())
+    advanced = []
+    for mapping in Mapping.objects.filter(pk__in=list(mapping_ids)):
+        advanced += group_retries_advance(mapping=mapping)
     return advanced
 
 

@@ -43,10 +43,13 @@ def refresh_error_rollups():
 
 
 def sweep_retries():
-    """Every minute (schedule "resync: retry sweeper"): due record errors → one retry run per mapping."""
+    """Every minute (schedule "resync: retry sweeper"): due record errors → one retry run per mapping; group
+    retries whose probe has settled move on."""
+    from syncs.groups import group_retries_sweep
     from syncs.retries import retries_sweep
 
     runs = retries_sweep()
+    group_retries_sweep()
     return [run.pk for run in runs]
 
 

@@ -445,6 +445,29 @@ def test_a_group_retry_goes_on_when_the_probe_heals_by_its_automated_replay(miss
     assert not record_errors().exclude(status=ErrorStatus.RESOLVED).exists()
 
 
+def test_the_sweeper_moves_on_a_group_retry_whose_probe_run_ended_without_doing_so(missing_last_names,
+                                                                                  execute_queued, monkeypatch):
+    """A worker that dies between finishing the probe's run and moving the group on must not leave the group
+    probing for good: the sweeper (every minute) moves on group retries whose probe has settled."""
+    from syncs import recovery
+    from syncs.tasks import sweep_retries
+
+    mapping, target, fingerprint = missing_last_names()
+    with monkeypatch.context() as patch:
+        patch.setattr(recovery, "group_retries_advance", lambda **kwargs: [])  # the step the dead worker missed
+        with execute_queued():
+            error_group_retry(organization=mapping.organization, fingerprint=fingerprint)
+    assert ErrorGroupRetry.objects.get().status == GroupRetryStatus.PROBING
+    assert len(records(target)) == 1
+
+    with execute_queued():
+        sweep_retries()
+
+    assert (ErrorGroupRetry.objects.get().status, ErrorGroupRetry.objects.get().retried) == (
+        GroupRetryStatus.RETRIED, 2)
+    assert len(records(target)) == 3
+
+
 def test_a_group_retry_tries_its_probe_again_after_a_transient_failure(missing_last_names, execute_queued):
     mapping, target, fingerprint = missing_last_names()  # skip and continue: nothing else would retry it
     set_faults(target, operations=["write"], fail_calls=[calls(target) + 2], failure_kind="503")
