@@ -1,9 +1,26 @@
 from django.urls import path
 
 from syncs import views
+from syncs.views import errors, runs
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("overview/runs-in-progress/", views.runs_in_progress, name="runs_in_progress"),
     path("mappings/<uuid:code>/resume/", views.mapping_resume_view, name="mapping_resume"),
+    path("runs/", runs.runs_list, name="runs"),
+    path("runs/<uuid:code>/", runs.run_detail, name="run_detail"),
+    path("runs/<uuid:code>/progress/", runs.run_progress, name="run_progress"),
+    path("runs/<uuid:code>/errors/", runs.run_errors, name="run_errors"),
+    path("runs/<uuid:code>/retry-failures/", runs.run_retry_failures, name="run_retry_failures"),
+    path("runs/<uuid:code>/cancel/", runs.run_cancel, name="run_cancel"),
+    path("errors/", errors.errors_list, name="errors"),
+    path("errors/groups/", errors.error_groups_list, name="error_groups"),
+    path("errors/groups/<str:fingerprint>/retry/", errors.error_group_retry_view, name="error_group_retry"),
+    path("errors/retry/", errors.errors_retry_view, name="errors_retry"),
+    path("errors/ignore/", errors.errors_ignore_view, name="errors_ignore"),
+    path("errors/<uuid:code>/", errors.error_detail, name="error_detail"),
+    path("errors/<uuid:code>/retry/", errors.error_retry_view, name="error_retry"),
+    path("errors/<uuid:code>/ignore/", errors.error_ignore_view, name="error_ignore"),
+    path("errors/<uuid:code>/resolve/", errors.error_resolve_view, name="error_resolve"),
+    path("errors/<uuid:code>/preview/", errors.error_preview, name="error_preview"),
 ]
