@@ -6,6 +6,8 @@ urlpatterns = [
     path("hooks/", include("integrations.urls")),
     path("sandbox/api/", include("integrations.sandbox_api")),
     path("api/", include("config.api_urls")),
+    path("connections/", include("integrations.urls_ui")),
+    path("mappings/", include("mappings.urls_ui")),
     path("", include("accounts.urls")),
     path("", include("syncs.urls")),
 ]
