@@ -6,7 +6,6 @@ from syncs.views import errors, runs
 urlpatterns = [
     path("", views.home, name="home"),
     path("overview/runs-in-progress/", views.runs_in_progress, name="runs_in_progress"),
-    path("mappings/<uuid:code>/resume/", views.mapping_resume_view, name="mapping_resume"),
     path("runs/", runs.runs_list, name="runs"),
     path("runs/<uuid:code>/", runs.run_detail, name="run_detail"),
     path("runs/<uuid:code>/progress/", runs.run_progress, name="run_progress"),

@@ -4,19 +4,16 @@ Every view acts for request.org (accounts.access) and reads through `for_org`. T
 syncs.analytics and syncs.groups and the actions from their services: this module only gathers them for a page.
 """
 
-from django.contrib import messages
 from django.db.models import OuterRef, Subquery
-from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.shortcuts import render
 
-from accounts.access import get_object_for_org_or_404, org_required
+from accounts.access import org_required
 from integrations.errors import ErrorCategory
 from integrations.models import Connection, ConnectionStatus
 from mappings.models import Mapping
 from syncs.analytics import error_trend, success_rate_per_target, unsynced_per_target
 from syncs.groups import error_groups
 from syncs.models import FINISHED_RUN_STATUSES, UNRESOLVED_ERROR_STATUSES, RecordError, RunStatus, SyncRun
-from syncs.pause import mapping_resume
 
 OVERVIEW_LIST_LENGTH = 10
 OVERVIEW_GROUPS = 5
@@ -101,12 +98,3 @@ def home(request):
 def runs_in_progress(request):
     """The overview's live section, polled by htmx: the runs queued or running and their counts so far."""
     return render(request, "syncs/partials/runs_in_progress.html", _runs_in_progress(request.org))
-
-
-@require_POST
-@org_required
-def mapping_resume_view(request, code):
-    mapping = get_object_for_org_or_404(Mapping, request.org, code=code)
-    mapping_resume(mapping=mapping)
-    messages.success(request, f"{mapping.name} is active again: its schedule runs from now on.")
-    return redirect("home")

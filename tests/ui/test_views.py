@@ -170,10 +170,10 @@ def test_a_viewer_sees_the_overview_but_cannot_resume_a_mapping(client, viewer, 
     paused = history_of(org, "Acme")[-1]
 
     _response, page = overview(client, viewer)
-    response = client.post(reverse("mapping_resume", args=[paused.code]))
+    response = client.post(reverse("mappings:resume", args=[paused.code]))
 
     assert "Paused after 3 failed runs" in page
-    assert reverse("mapping_resume", args=[paused.code]) not in page  # no button a viewer could only fail with
+    assert reverse("mappings:resume", args=[paused.code]) not in page  # no button a viewer could only fail with
     assert response.status_code == 403
     assert "viewer" in response.content.decode()
     paused.refresh_from_db()
@@ -184,7 +184,7 @@ def test_a_member_resumes_a_paused_mapping_from_the_overview(client, bob, org, h
     paused = history_of(org, "Acme")[-1]
     client.force_login(bob)
 
-    response = client.post(reverse("mapping_resume", args=[paused.code]), follow=True)
+    response = client.post(reverse("mappings:resume", args=[paused.code]), follow=True)
 
     paused.refresh_from_db()
     assert paused.is_active and paused.paused_reason == ""
@@ -196,8 +196,8 @@ def test_another_organizations_mapping_answers_404_like_one_that_does_not_exist(
     theirs = history_of(other_org, "Globex")[-1]
     client.force_login(alice)
 
-    assert client.post(reverse("mapping_resume", args=[theirs.code])).status_code == 404
-    assert client.post(reverse("mapping_resume", args=["0" * 8 + "-0000-0000-0000-" + "0" * 12])).status_code == 404
+    assert client.post(reverse("mappings:resume", args=[theirs.code])).status_code == 404
+    assert client.post(reverse("mappings:resume", args=["0" * 8 + "-0000-0000-0000-" + "0" * 12])).status_code == 404
     theirs.refresh_from_db()
     assert not theirs.is_active
 
@@ -206,7 +206,7 @@ def test_resuming_is_a_post(client, alice, org, history_of):
     paused = history_of(org, "Acme")[-1]
     client.force_login(alice)
 
-    assert client.get(reverse("mapping_resume", args=[paused.code])).status_code == 405
+    assert client.get(reverse("mappings:resume", args=[paused.code])).status_code == 405
 
 
 def test_the_switcher_shows_only_for_users_of_several_organizations(client, alice, other_org):
@@ -289,7 +289,7 @@ def test_roles_that_write_may_act(client, org, role, django_user_model, make_map
     Mapping.objects.filter(pk=mapping.pk).update(is_active=False, paused_reason="by hand")
     client.force_login(user)
 
-    assert client.post(reverse("mapping_resume", args=[mapping.code])).status_code == 302
+    assert client.post(reverse("mappings:resume", args=[mapping.code])).status_code == 302
 
 
 
