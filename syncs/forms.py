@@ -21,10 +21,17 @@ FILTERED = "filtered"
 
 
 def _widgets(filterset, widgets, labels):
-    for name, widget in widgets.items():
-        filterset.filters[name].extra["widget"] = widget
-    for name, label in labels.items():
-        filterset.filters[name].label = label
+    for name in {*widgets, *labels}:
+        filter_ = filterset.filters[name]
+        if name in widgets:
+            filter_.extra["widget"] = widgets[name]
+        if name in labels:
+            filter_.label = labels[name]
+        # A filter builds its form field once and caches it (django-filter's `_field`), and a filterset's filters
+        # are deep copies of the class's, cache included: once the OpenAPI schema has been generated (it reads
+        # every filter's field), new widgets and labels were silently ignored. Drop the copy's cached field so
+        # it is built again from the widget and label set here.
+        vars(filter_).pop("_field", None)
 
 
 def with_defaults(data, defaults):

@@ -2,7 +2,6 @@
 progress, the errors dashboard with its filters, selection and bulk retries, the groups, and one error's
 snapshots. Each page is checked with axe-core and saved as a screenshot in var/screenshots/."""
 
-import os
 import re
 from io import StringIO
 
@@ -16,14 +15,7 @@ from mappings.models import Mapping
 from syncs.models import BulkAction, RecordError, RunStatus, SyncRun
 from tests.ui.conftest import assert_no_horizontal_overflow, sync_history
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    # Alone (`pytest tests/ui`, either database) these pass every time; after some other tests in the same
-    # process (the fault scenario is one) the filter dropdown's checkboxes are not found. Skipped until that
-    # leak is found, so that it does not block CI: the next session's first job (see the issue note).
-    pytest.mark.skipif(os.environ.get("RESYNC_UI_RUNS_ERRORS") != "1",
-                       reason="order-dependent failure under investigation; run with RESYNC_UI_RUNS_ERRORS=1"),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1400, "height": 900}
@@ -62,20 +54,10 @@ def fits_a_phone(page, name, screenshot=None):
 
 
 def open_filter(page, label):
-    """Open the filter dropdown named `label` as a user does, by its summary; a click that lands while the page
-    is still settling after a viewport change may not toggle it, so the user's second click is allowed."""
+    """Open the filter dropdown named `label` as a user does, by its summary."""
     field = page.locator(".filter-field", has=page.get_by_text(label, exact=True))
-    for _ in range(3):
-        field.locator("summary").click()
-        try:
-            expect(field.locator("details")).to_have_attribute("open", "", timeout=3000)
-            return
-        except AssertionError:
-            continue
-    # Seen only in the full suite under xdist, after the phone-size pass of the same page: the clicks land but the
-    # <details> stays closed. Open it directly so the rest of the walk is still tested; the click is tested above
-    # and in every run of this file alone. To be understood (noted in the issue).
-    field.locator("details").evaluate("details => { details.open = true; }")
+    field.locator("summary").click()
+    expect(field.locator("details")).to_have_attribute("open", "")
 
 
 def test_an_operator_reads_runs_and_a_run_as_it_progresses(page, live_server, demo, axe, screenshot):

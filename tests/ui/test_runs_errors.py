@@ -306,6 +306,18 @@ def test_the_errors_list_filters_like_the_api(client, alice, org, acme):
     assert response.context["page"].rows == [] and "No error matches these filters" in page
 
 
+def test_the_filter_bars_keep_their_widgets_after_the_api_schema_is_generated(client, alice, acme):
+    # Generating the schema reads every API filter's form field, which django-filter caches on the filterset
+    # class; the pages' filter bars once lost their checkboxes and labels to that cache, in whatever test or
+    # web process had served /api/v1/schema/ first.
+    client.force_login(alice)
+    assert client.get("/api/v1/schema/").status_code == 200
+    for name in ("errors", "runs"):
+        page = client.get(reverse(name)).content.decode()
+        assert 'type="checkbox" name="status"' in page, name
+    assert 'type="checkbox" name="category"' in client.get(reverse("errors")).content.decode()
+
+
 def test_bad_error_filters_are_a_form_error_not_a_500(client, alice, acme):
     response, page = page_of(client, alice, reverse("errors"), filtered="1", category="nope", since="yesterday",
                              target_connection=str(UNKNOWN), run="junk")
