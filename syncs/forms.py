@@ -20,11 +20,14 @@ ERROR_FILTERS = ("search", "status", "category", "code", "mapping", "target_conn
 FILTERED = "filtered"
 
 
-def _widgets(filterset, widgets, labels):
-    for name in {*widgets, *labels}:
+def _widgets(filterset, widgets, labels, empty_labels=None):
+    empty_labels = empty_labels or {}
+    for name in {*widgets, *labels, *empty_labels}:
         filter_ = filterset.filters[name]
         if name in widgets:
             filter_.extra["widget"] = widgets[name]
+        if name in empty_labels:
+            filter_.extra["empty_label"] = empty_labels[name]
         if name in labels:
             filter_.label = labels[name]
         # A filter builds its form field once and caches it (django-filter's `_field`), and a filterset's filters
@@ -81,9 +84,8 @@ class ErrorFilters(RecordErrorFilterSet):
             "until": forms.DateInput(attrs={"type": "date"}),
             "search": forms.TextInput(attrs={"type": "search", "placeholder": "Message, record id or code"}),
             "code": forms.TextInput(attrs={"placeholder": "e.g. invalid_email"}),
-        }, {"target_connection": "Target", "since": "From", "until": "Before", "code": "Error code"})
-        self.filters["mapping"].extra["empty_label"] = "Any mapping"
-        self.filters["target_connection"].extra["empty_label"] = "Any target"
+        }, {"target_connection": "Target", "since": "From", "until": "Before", "code": "Error code"},
+            {"mapping": "Any mapping", "target_connection": "Any target"})
 
     def as_body(self):
         """The valid query as the `filter` object of a bulk action (the API's shape): names of the filterset
