@@ -2,6 +2,7 @@ from django.urls import path
 
 from syncs import views
 from syncs.views import errors, runs
+from syncs.views.analytics import analytics
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -22,4 +23,5 @@ urlpatterns = [
     path("errors/<uuid:code>/ignore/", errors.error_ignore_view, name="error_ignore"),
     path("errors/<uuid:code>/resolve/", errors.error_resolve_view, name="error_resolve"),
     path("errors/<uuid:code>/preview/", errors.error_preview, name="error_preview"),
+    path("analytics/", analytics, name="analytics"),
 ]
