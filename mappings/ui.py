@@ -154,9 +154,9 @@ def mapping_validate_view(request, code):
     API)."""
     mapping = _mapping(request, code)
     problems = mapping_validate(mapping)
-    context = {"mapping": mapping, "problems": problems, "validated": True}
+    context = {"problems": problems, "validated": True}
     if request.htmx:
-        return render(request, "mappings/partials/validation.html", context)
+        return render(request, "mappings/partials/validation.html", {"mapping": mapping, **context})
     return render(request, "mappings/detail.html", _detail_context(request, mapping, **context))
 
 
@@ -166,9 +166,9 @@ def mapping_test_sync_view(request, code):
     """A test sync of a sample: per record, what a real run would do. Nothing is written, the cursor stays."""
     mapping = _mapping(request, code)
     run = mapping_test_sync(mapping=mapping, sample_size=TEST_SYNC_SAMPLE)
-    context = {"mapping": mapping, "test_run": run, "plan": run.plan}
+    context = {"test_run": run, "plan": run.plan}
     if request.htmx:
-        return render(request, "mappings/partials/test_sync.html", context)
+        return render(request, "mappings/partials/test_sync.html", {"mapping": mapping, **context})
     return render(request, "mappings/detail.html", _detail_context(request, mapping, **context))
 
 
