@@ -1,16 +1,24 @@
-"""Browser views of accounts: logging in (with the demo's credentials shown in development) and switching the
-organization the session acts for."""
+"""Browser views of accounts: logging in (with the demo's credentials shown in development), switching the
+organization the session acts for, and Settings → API tokens (create, shown once; revoke), which acts through
+the services and asks for the roles the API's token resource does."""
 
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect, render
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
-from accounts.access import SESSION_ORG_KEY, memberships_for_user
+from accounts.access import SESSION_ORG_KEY, get_object_for_org_or_404, memberships_for_user, org_required
+from accounts.api import ApiTokenViewSet
+from accounts.authentication import ROLE_RANK
 from accounts.management.commands import demo
+from accounts.models import ApiToken, Role, TokenRole
+from accounts.services import api_token_create, api_token_revoke
 
 
 class LoginView(auth_views.LoginView):
@@ -37,3 +45,62 @@ def organization_switch(request):
         messages.success(request, f"You are now working in {membership.organization.name}.")
     # Home, not back: the page the user was on may show an object of the organization just left.
     return redirect("home")
+
+
+# --- Settings → API tokens --------------------------------------------------------------------------------------
+
+
+def _require_role(request, needed):
+    """The role the API's token resource asks for (ApiTokenViewSet.read_role / write_role): a token can do what
+    its role allows, so only those who could do as much themselves see or hand them out."""
+    if ROLE_RANK[request.membership.role] < ROLE_RANK[needed]:
+        raise PermissionDenied(f"API tokens are managed by the owners and admins of {request.org.name}; your role "
+                               f"is {Role(request.membership.role).label.lower()}.")
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(max_length=ApiToken._meta.get_field("name").max_length,
+                           help_text="What will use it, so you can tell it apart later: “deploy script”, “BI export”.")
+    role = forms.ChoiceField(choices=TokenRole.choices, initial=TokenRole.MEMBER,
+                             help_text="Viewer: read only. Member: read, run syncs and act on errors. "
+                                       "Admin: everything, API tokens included.")
+
+
+@org_required
+def api_tokens(request):
+    """The organization's API tokens; POST creates one and shows its secret on this answer only."""
+    _require_role(request, ApiTokenViewSet.read_role)
+    form, created, status = ApiTokenForm(), None, 200
+    if request.method == "POST":
+        _require_role(request, ApiTokenViewSet.write_role)
+        form = ApiTokenForm(request.POST)
+        if form.is_valid():
+            token, plain = api_token_create(organization=request.org, name=form.cleaned_data["name"],
+                                            role=form.cleaned_data["role"], created_by=request.user)
+            # Rendered, not redirected: the secret is never stored anywhere (a session would keep it), so this
+            # answer is the only place it appears.
+            created, form = {"token": token, "secret": plain}, ApiTokenForm()
+        else:
+            status = 400
+    tokens = ApiToken.objects.for_org(request.org).select_related("created_by").order_by("-created_at", "-id")
+    response = render(request, "accounts/api_tokens.html",
+                      {"form": form, "created": created, "tokens": list(tokens)}, status=status)
+    if created:
+        add_never_cache_headers(response)  # no cache, back button or proxy keeps a copy of the secret
+    return response
+
+
+@org_required
+def api_token_revoke_view(request, code):
+    """GET: what revoking a token means, and a confirmation; POST: revoke it (revoking twice changes nothing)."""
+    _require_role(request, ApiTokenViewSet.write_role)
+    token = get_object_for_org_or_404(ApiToken, request.org, code=code)
+    if request.method == "POST":
+        if token.is_active:
+            api_token_revoke(token=token)
+            messages.success(request, f"Revoked {token.name} ({token.prefix}…): requests with it are refused from "
+                                      "now on.")
+        else:
+            messages.info(request, f"{token.name} ({token.prefix}…) was already revoked.")
+        return redirect("api_tokens")
+    return render(request, "accounts/api_token_revoke.html", {"token": token})
