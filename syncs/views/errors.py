@@ -22,6 +22,7 @@ from accounts.access import VIEWER_REFUSAL, get_object_for_org_or_404, org_requi
 from integrations.errors import ErrorCategory
 from mappings.models import Mapping
 from syncs.bulk import bulk_action_request
+from syncs.engine.passes import REVERSE
 from syncs.forms import ERROR_FILTERS, FILTERED, ErrorFilters, IgnoreForm, ResolveForm, SelectionForm, with_defaults
 from syncs.groups import error_group_retry, error_groups, group_retries_latest
 from syncs.models import UNRESOLVED_ERROR_STATUSES, BulkActionKind, ErrorStatus, RecordError, Resolution, SyncRun
@@ -279,17 +280,42 @@ def _get_error(request, code):
     return get_object_for_org_or_404(queryset, request.org, code=code)
 
 
-def snapshot_rows(before, after):
-    """The two snapshots side by side, key by key: (key, before, after, differs); a missing side is None."""
+def snapshot_rows(before, after, pairs=()):
+    """The two snapshots side by side: one row per field mapping, the source field's value read (before) next to
+    the target field's value to be written (after), then the keys no field mapping names.
+
+    `pairs` are (before key, after key) in the mapping's order. A paired row `differs` when the transforms changed
+    the value (or dropped it); a key no field mapping names is shown on its side alone, marked `unmapped`, not as
+    a difference: the names of two systems differ by design (first_name → firstname), their values need not.
+    """
     before, after = before or {}, after or {}
-    keys = list(dict.fromkeys([*before, *after]))
     missing = object()
-    rows = []
+    rows, seen_before, seen_after = [], set(), set()
+    for source, target in pairs:
+        if source not in before and target not in after:
+            continue
+        old, new = before.get(source, missing) if source else missing, after.get(target, missing)
+        seen_before.add(source)
+        seen_after.add(target)
+        rows.append({"key": target if source in ("", target) else f"{source} → {target}", "before": old,
+                     "after": new, "in_before": old is not missing, "in_after": new is not missing,
+                     "differs": old is not missing and (new is missing or old != new), "unmapped": False})
+    keys = [key for key in dict.fromkeys([*before, *after]) if key not in seen_before and key not in seen_after]
     for key in keys:
         old, new = before.get(key, missing), after.get(key, missing)
+        both = old is not missing and new is not missing
         rows.append({"key": key, "before": old, "after": new, "in_before": old is not missing,
-                     "in_after": new is not missing, "differs": old != new})
+                     "in_after": new is not missing, "differs": both and old != new, "unmapped": not both})
     return rows
+
+
+def _snapshot_pairs(error):
+    """(before key, after key) per field mapping: source → target, or target → source for a two-way mapping's
+    reverse direction, whose before is read from the target system."""
+    fields = error.mapping.field_mappings.order_by("position", "pk").values_list("source_field", "target_field")
+    if error.direction == REVERSE:
+        return [(target, source) for source, target in fields if source]
+    return list(fields)
 
 
 def _error_page(request, error, *, ignore_form=None, resolve_form=None, status=200):
@@ -300,7 +326,7 @@ def _error_page(request, error, *, ignore_form=None, resolve_form=None, status=2
         ).select_related("run").order_by("-created_at", "-pk")[:HISTORY_SHOWN])
     return render(request, "syncs/error_detail.html", {
         "error": error,
-        "snapshots": snapshot_rows(error.snapshot_before, error.snapshot_after),
+        "snapshots": snapshot_rows(error.snapshot_before, error.snapshot_after, _snapshot_pairs(error)),
         "history": history,
         "unresolved": error.status in UNRESOLVED_ERROR_STATUSES,
         "retriable": error.level in RETRIABLE_LEVELS and error.status in UNRESOLVED_ERROR_STATUSES

@@ -556,22 +556,42 @@ def test_the_groups_view_takes_the_same_filters(client, alice, org, acme):
 # --- one error ---------------------------------------------------------------------------------------------------
 
 
-def test_the_error_detail_shows_the_snapshots_side_by_side_with_differences(client, alice, org, acme):
-    error = an_error(org, error_code="invalid_email")
+def test_the_error_detail_pairs_each_source_value_with_its_target_value(client, alice, org, acme):
+    error = an_error(org, error_code="invalid_email", direction="forward")
+    error.mapping.field_mappings.filter(source_field="first_name").update(target_field="firstname")
+    error.mapping.field_mappings.filter(source_field="phone").update(target_field="mobile")
     RecordError.objects.filter(pk=error.pk).update(
-        snapshot_before={"id": "c-1", "email": "olivia.bennett@example", "name": "Olivia"},
-        snapshot_after={"email": "olivia.bennett@example", "name": "OLIVIA", "phone": "+441234"},
+        snapshot_before={"id": "c-1", "email": "olivia.bennett@example", "first_name": "Olivia",
+                         "phone": "(555) 010-2030", "last_name": "Bennett"},
+        snapshot_after={"email": "olivia.bennett@example", "firstname": "Olivia", "mobile": "+15550102030",
+                        "hs_lead_status": "NEW"},
         detail="HTTP 400 from the CRM: {\"message\": \"INVALID_EMAIL\"}", field="email", attempts=2)
 
     response, page = page_of(client, alice, reverse("error_detail", args=[error.code]))
 
     rows = {row["key"]: row for row in response.context["snapshots"]}
-    assert not rows["email"]["differs"]
-    assert rows["name"]["differs"] and rows["id"]["differs"] and rows["phone"]["differs"]
-    assert (rows["id"]["in_after"], rows["phone"]["in_before"]) == (False, False)
-    assert page.count('class="differs"') == 3 and "changed" in page
+    assert list(rows) == ["email", "first_name → firstname", "last_name", "phone → mobile", "id", "hs_lead_status"]
+    assert not rows["email"]["differs"] and not rows["first_name → firstname"]["differs"]
+    assert rows["phone → mobile"]["differs"]  # phone_e164 changed it
+    assert rows["last_name"]["differs"] and not rows["last_name"]["in_after"]  # read, then not written
+    assert rows["id"]["unmapped"] and not rows["id"]["differs"] and not rows["id"]["in_after"]
+    assert rows["hs_lead_status"]["unmapped"] and not rows["hs_lead_status"]["in_before"]
+    assert page.count('class="differs"') == 2 and "not mapped" in page
     assert "Invalid email address" in page and "INVALID_EMAIL" in page and "Technical detail" in page
     assert "sk_test_canary_4f9a" not in page  # the connections' secrets appear nowhere
+
+
+def test_a_reverse_errors_snapshots_pair_target_fields_with_source_fields(client, alice, org, acme):
+    error = an_error(org, error_code="invalid_email")
+    error.mapping.field_mappings.filter(source_field="first_name").update(target_field="firstname")
+    RecordError.objects.filter(pk=error.pk).update(
+        direction="reverse", snapshot_before={"firstname": "Olivia "}, snapshot_after={"first_name": "Olivia"})
+
+    response, _ = page_of(client, alice, reverse("error_detail", args=[error.code]))
+
+    [row] = response.context["snapshots"]
+    assert (row["key"], row["before"], row["after"], row["differs"]) == ("firstname → first_name", "Olivia ",
+                                                                         "Olivia", True)
 
 
 def test_the_error_detail_lists_the_records_earlier_errors_newest_first(client, alice, org, acme):
