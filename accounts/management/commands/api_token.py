@@ -30,7 +30,7 @@ class Command(BaseCommand):
             raise CommandError(f"No organization with slug '{org}'")
         if action == "create":
             token, plain = api_token_create(organization=organization, name=options["name"], role=options["role"])
-            self.stderr.write(f"Created token '{token.name}' ({token.role}) for {organization.slug}; "
+            self.stderr.write(f"Created token '{token.name}' ({token.role}, id {token.code}) for {organization.slug}; "
                               "store it now, it is not shown again:")
             self.stdout.write(plain)
         elif action == "list":
@@ -48,4 +48,4 @@ class Command(BaseCommand):
             if token is None:
                 raise CommandError(f"No token '{ident}' in organization '{org}'")
             api_token_revoke(token=token)
-            self.stdout.write(f"Revoked {token.prefix} ({token.name})")
+            self.stdout.write(f"Revoked {token.prefix} ({token.name}, id {token.code})")

@@ -50,15 +50,18 @@ class Command(BaseCommand):
 
     def wait_for(self, runs, timeout):
         deadline = time.monotonic() + timeout
-        pending = {run.pk for run in runs}
+        codes = {run.pk: run.code for run in runs}
+        pending = set(codes)
         while pending:
             finished = {run.pk for run in SyncRun.objects.filter(pk__in=pending) if run.is_finished}
             pending -= finished
             if not pending:
                 return
             if time.monotonic() > deadline:
+                # Named by the ids the API, the UI and `runs retry-failures` know them by, never by primary key.
+                late = ", ".join(sorted(str(codes[pk]) for pk in pending))
                 raise CommandError(
-                    f"Runs {sorted(pending)} did not finish within {timeout:.0f} s: is a worker running "
+                    f"Runs {late} did not finish within {timeout:.0f} s: is a worker running "
                     "(python manage.py qcluster)?"
                 )
             time.sleep(0.5)
