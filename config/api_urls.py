@@ -8,9 +8,10 @@ from accounts import api as accounts_api
 from config.api import api_not_found
 from integrations import api as integrations_api
 from mappings import api as mappings_api
+from notifications import api as notifications_api
 from syncs import api as syncs_api
 
-API_MODULES = (accounts_api, integrations_api, mappings_api, syncs_api)
+API_MODULES = (accounts_api, integrations_api, mappings_api, syncs_api, notifications_api)
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False

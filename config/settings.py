@@ -186,6 +186,8 @@ SPECTACULAR_SETTINGS = {
         "ErrorLevelEnum": "syncs.models.ErrorLevel",
         "TriggerEnum": "syncs.models.Trigger",
         "ResolutionEnum": "syncs.models.Resolution",
+        "AlertLevelEnum": "notifications.models.Level",
+        "ChannelKindEnum": "notifications.models.ChannelKind",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -193,7 +195,16 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# Alert emails (notifications): EMAIL_URL names the mail server, e.g. smtp+tls://user:password@smtp.example.com:587
+# in production; without it messages are printed by the console backend (development). Keys EMAIL_URL leaves
+# empty keep Django's defaults.
+globals().update({key: value for key, value in env.email_url("EMAIL_URL", default="consolemail://").items()
+                  if value not in (None, "")})
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=EMAIL_BACKEND)  # noqa: F821 (set just above from EMAIL_URL)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=15)  # a mail server that hangs must not hold a worker
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Resync <alerts@resync.localhost>")
+# The address people open Resync at: links in alert messages (emails, Slack, webhooks) start with it.
+RESYNC_PUBLIC_URL = env.str("RESYNC_PUBLIC_URL", default="http://127.0.0.1:8000")
 
 # Credentials are encrypted with MultiFernet: the first key encrypts, every key decrypts, so keys rotate by
 # prepending a new one. Without RESYNC_ENCRYPTION_KEYS a local key file is generated (development only).

@@ -16,6 +16,7 @@ from integrations.connectors.base import ObjectSchema, ObjectSummary
 from integrations.errors import ConnectorError, ErrorCategory
 from integrations.models import Connection, ConnectionStatus
 from integrations.redaction import NOT_SECRET_KEYS, SECRET_KEY_PATTERN
+from notifications import hooks as notification_hooks
 from syncs.events import log_event
 
 __all__ = [
@@ -102,6 +103,7 @@ def connection_needs_reauth(*, connection, error):
     connection.last_error, connection.updated_at = error.message, now
     log_event("connection_needs_reauth", connection=connection.name, error_code=error.code,
               error_message=error.message)
+    notification_hooks.connection_needs_reauth(connection)  # an auth failure stops its syncs: alert at once
     return True
 
 

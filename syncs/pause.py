@@ -1,5 +1,6 @@
 """Pausing and resuming mappings, by hand or automatically after too many failed runs in a row."""
 
+from notifications import hooks as notification_hooks
 from syncs.events import log_event
 from syncs.models import RunStatus, SyncRun
 from syncs.schedules import mapping_schedule_sync
@@ -16,6 +17,7 @@ def pause_after_failed_runs(run):
         return False
     last = run.system_error or f"see run {run.pk}"
     mapping_pause(mapping=mapping, reason=f"Paused after {limit} failed runs in a row; last: {last}")
+    notification_hooks.mapping_auto_paused(mapping)  # only this pause is automatic: a person's pause is no alert
     return True
 
 

@@ -2,6 +2,7 @@
 it, the retries it kept waiting, the next queued run of its mapping and auto-pause. The engine calls
 `sync_run_after_finish` once per finished run."""
 
+from notifications import hooks as notification_hooks
 from syncs.chains import chains_settle, sync_run_resume_after_reconnect
 from syncs.groups import group_retries_advance
 from syncs.pause import pause_after_failed_runs
@@ -25,3 +26,5 @@ def sync_run_after_finish(run, *, touched_runs=()):
     retries_sweep(mapping=run.mapping)
     sync_run_start_next_queued(run)
     pause_after_failed_runs(run)
+    # Last, once the run's state is final: alert rules observe it (rows only; channels are sent to by workers).
+    notification_hooks.run_finished(run)
