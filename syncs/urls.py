@@ -1,7 +1,7 @@
 from django.urls import path
 
 from syncs import views
-from syncs.views import errors, runs
+from syncs.views import errors, records, review, runs
 from syncs.views.analytics import analytics
 
 urlpatterns = [
@@ -23,5 +23,12 @@ urlpatterns = [
     path("errors/<uuid:code>/ignore/", errors.error_ignore_view, name="error_ignore"),
     path("errors/<uuid:code>/resolve/", errors.error_resolve_view, name="error_resolve"),
     path("errors/<uuid:code>/preview/", errors.error_preview, name="error_preview"),
+    path("review/", review.review_queue_view, name="review_queue"),
+    path("review/<uuid:code>/", review.review_error, name="review_error"),
+    path("review/<uuid:code>/outcome/", review.review_error_outcome, name="review_error_outcome"),
+    path("review/<uuid:code>/ignore/", review.review_error_ignore, name="review_error_ignore"),
+    path("records/", records.record_status, name="record_status"),
+    path("records/resync/", records.record_resync_view, name="record_resync"),
+    path("records/resync-unsynced/", records.records_resync_unsynced_view, name="records_resync_unsynced"),
     path("analytics/", analytics, name="analytics"),
 ]
