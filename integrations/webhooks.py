@@ -25,7 +25,7 @@ from integrations.connectors.base import (
     WEBHOOK_SECRET_PREFIX,
     WebhookPayloadError,
     WebhookSignatureError,
-    webhook_secret_key,
+    webhook_secret_check,
 )
 from integrations.crypto import CredentialsDecryptionError
 from integrations.models import WebhookEndpoint, WebhookEvent, WebhookEventStatus
@@ -67,7 +67,7 @@ def _checked_secret(secret):
     if secret is None:
         return webhook_secret_generate()
     try:
-        webhook_secret_key(secret)
+        webhook_secret_check(secret)
     except ValueError as exc:
         raise ValidationError({"secret": str(exc)}) from None
     return secret

@@ -160,6 +160,23 @@ def webhook_secret_key(secret):
     return key
 
 
+# Standard Webhooks asks for signing secrets of 24 to 64 random bytes; a shorter one can be guessed offline
+# from a single signed delivery.
+MIN_WEBHOOK_SECRET_BYTES = 24
+
+
+def webhook_secret_check(secret):
+    """A secret someone supplies (pasted from a vendor, or chosen): a well-formed key of at least 24 bytes.
+    Raises ValueError saying what is wrong, never quoting the secret. Stored secrets are only decoded
+    (webhook_secret_key): a rule made stricter later must not stop verifying deliveries."""
+    key = webhook_secret_key(secret)
+    if len(key) < MIN_WEBHOOK_SECRET_BYTES:
+        raise ValueError(
+            f"A webhook secret needs at least {MIN_WEBHOOK_SECRET_BYTES} bytes of key (this one has {len(key)}): "
+            "paste the vendor's whole secret, or omit it and Resync generates one (\"whsec_\" + base64)")
+    return key
+
+
 def webhook_signature(secret, *, webhook_id, timestamp, raw_body):
     """The generic scheme's signature: "v1," + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}"))."""
     signed = f"{webhook_id}.{timestamp}.".encode() + raw_body

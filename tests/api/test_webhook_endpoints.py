@@ -166,6 +166,9 @@ DROP = object()
     ({"secret": {"an": "object"}}, "secret"),
     ({"secret": "x" * 501}, "secret"),
     ({"secret": "nul\u0000byte"}, "secret"),
+    ({"secret": "x"}, "secret"),  # a one-character secret could be guessed from one signed delivery
+    ({"secret": "twenty-three-characters"}, "secret"),
+    ({"secret": "whsec_" + base64.b64encode(b"23 bytes are not enough").decode()}, "secret"),
 ])
 def test_bad_input_is_a_400_naming_the_field(api, make_connection, payload, field):
     body = {"name": "Events", "connection": str(make_connection().code), **payload}
@@ -336,6 +339,7 @@ def test_rotation_keeps_the_old_secret_by_default_and_accepts_the_senders_new_on
     ({"secret": "whsec_%%%"}, "secret"),
     ({"secret": ""}, "secret"),
     ({"secret": True}, "secret"),
+    ({"secret": "short-vendor-secret"}, "secret"),
 ])
 def test_a_bad_rotation_is_a_400_and_leaves_the_secrets_alone(api, hook, payload, field):
     response = api.post(url(ENDPOINTS, hook.endpoint, "rotate-secret/"), payload, format="json")

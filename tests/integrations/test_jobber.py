@@ -33,7 +33,7 @@ pytestmark = pytest.mark.django_db
 
 API = "https://api.getjobber.com/api/graphql"
 TOKEN_URL = "https://api.getjobber.com/api/oauth/token"
-CLIENT_SECRET = "jobber_app_secret_5c1e"
+CLIENT_SECRET = "jobber_app_secret_5c1e_canary_9f27"
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
