@@ -122,7 +122,7 @@ def _group_retry_advance(group_retry):
     )
     current = record_errors.filter(status__in=UNRESOLVED_ERROR_STATUSES).order_by("-pk").first()
     if current is None:
-        if _probe_synced(group_retry):
+        if _probe_synced(group_retry) or _probe_filtered(group_retry):
             rest = RecordError.objects.for_org(organization).filter(
                 Q(fingerprint=group_retry.fingerprint)
                 | Q(direction=group_retry.direction, source_record_id__in=group_retry.earlier_probe_records),
@@ -178,6 +178,15 @@ def _probe_synced(group_retry):
     }).first()
     return (link is not None and link.status == LinkStatus.SYNCED and link.last_synced_at is not None
             and link.last_synced_at >= group_retry.created_at)
+
+
+def _probe_filtered(group_retry):
+    """The probe's record was read again and a filter of the mapping ignored it (the fix was a filter): the rest
+    follows, each synced or ignored the same way. An operator's ignore of the probe is not this: it stops."""
+    return RecordError.objects.filter(
+        mapping=group_retry.mapping, direction=group_retry.direction, source_record_id=group_retry.probe_record_id,
+        level=ErrorLevel.IGNORED, created_at__gte=group_retry.created_at,
+    ).exists()
 
 
 def group_retry_stop(group_retry, *, reason, probe_error=None):

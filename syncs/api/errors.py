@@ -22,9 +22,11 @@ from syncs.api.common import (
     RetrySummarySerializer,
     StateConflict,
     refusals_as_conflicts,
+    run_codes,
 )
 from syncs.bulk import bulk_action_request
 from syncs.filtersets import RecordErrorFilterSet
+from syncs.fixes import KINDS, ErrorGroupNotFound, error_group_fix_apply, error_group_fixes
 from syncs.groups import error_group_retry, error_groups, group_retries_latest
 from syncs.models import BulkAction, BulkActionKind, ErrorGroupRetry, ErrorStatus, RecordError, Resolution
 from syncs.previews import errors_replay_preview
@@ -231,6 +233,60 @@ class GroupRetrySummarySerializer(RetrySummarySerializer):
     group_retry = GroupRetryStateSerializer(read_only=True)
     probe_error = serializers.UUIDField(read_only=True, help_text="The error retried first.")
     remaining = serializers.IntegerField(read_only=True, help_text="Errors retried once the first succeeds.")
+
+
+class FixParamSerializer(serializers.Serializer):
+    name = serializers.CharField(read_only=True, help_text="The key of the value in the apply call's params.")
+    label = serializers.CharField(read_only=True)
+    help = serializers.CharField(read_only=True)
+    suggested = serializers.JSONField(read_only=True, allow_null=True,
+                                      help_text="The value Resync would pick; null when it is yours to choose.")
+    choices = serializers.ListField(child=serializers.CharField(), read_only=True,
+                                    help_text="The values allowed; empty when any value the field takes will do.")
+
+
+class FixChangeSerializer(serializers.Serializer):
+    subject = serializers.ChoiceField(choices=["field_mapping", "mapping"], read_only=True,
+                                      help_text="A field mapping of the mapping, or the mapping's own settings.")
+    label = serializers.CharField(read_only=True, help_text="Which one, as people read it: “phone → phone”.")
+    before = serializers.JSONField(
+        read_only=True, allow_null=True,
+        help_text="The field mapping as it is (source_field, target_field, transforms, reverse_transforms, "
+                  "required, default_value, skip_invalid), null when the fix adds one; or the mapping settings it "
+                  "changes, as they are.")
+    after = serializers.JSONField(read_only=True, help_text="The same once the fix is applied. A value the caller "
+                                                            "gives (a default) is null here until then.")
+    changed = serializers.ListField(child=serializers.CharField(), read_only=True,
+                                    help_text="The keys whose values differ.")
+
+
+class FixSuggestionSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=KINDS, read_only=True, help_text="A stable id of the fix: POST it to apply.")
+    title = serializers.CharField(read_only=True)
+    explanation = serializers.CharField(read_only=True)
+    params = FixParamSerializer(many=True, read_only=True, help_text="Values to give when applying it.")
+    changes = FixChangeSerializer(many=True, read_only=True, help_text="What it would change in the mapping.")
+
+
+class FixApplySerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    kind = serializers.ChoiceField(choices=KINDS, help_text="The kind of a suggestion of this group.")
+    params = serializers.DictField(required=False, default=dict,
+                                   help_text="The fix's parameters by name, as its suggestion lists them: "
+                                             '{"value": "Unknown"} for set_default, {"field": "phone"} for '
+                                             "refresh_schema_and_remap; none for the others.")
+
+
+class FixAppliedSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=KINDS, read_only=True)
+    changed = serializers.BooleanField(read_only=True, help_text="False when the change was in the mapping already "
+                                                                 "(applied twice): nothing was changed again.")
+    changes = FixChangeSerializer(many=True, read_only=True, help_text="What was changed in the mapping.")
+    mapping = MappingRefSerializer(read_only=True)
+    retry = GroupRetrySummarySerializer(read_only=True, allow_null=True,
+                                        help_text="The group retry started: one record first, the rest once it has "
+                                                  "synced. Null when none was started (see retry_refused).")
+    retry_refused = serializers.CharField(read_only=True, help_text="Why no group retry was started, or empty: a "
+                                                                    "retry already waiting, nothing left to retry.")
 
 
 # --- views ------------------------------------------------------------------------------------------------------
@@ -454,6 +510,45 @@ class ErrorGroupViewSet(TenantViewSetMixin, viewsets.GenericViewSet):
         probe = self.get_queryset().get(pk=summary["probe_error"])
         answer = GroupRetrySummarySerializer.answer(summary, organization=request.org, probe_error=probe.code)
         return Response(answer, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="Suggested fixes of an error group", request=None,
+                   responses={200: FixSuggestionSerializer(many=True)})
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
+    def suggestions(self, request, *args, **kwargs):
+        """The changes to the mapping that fix the group's cause, each with what it would change (before and
+        after) and the values it needs; empty when Resync knows none, or the mapping has them already."""
+        fingerprint = kwargs["fingerprint"]
+        try:
+            suggestions = error_group_fixes(organization=request.org, fingerprint=fingerprint)
+        except ErrorGroupNotFound:
+            raise exceptions.NotFound(f"No error group {fingerprint}.") from None
+        return Response(FixSuggestionSerializer(suggestions, many=True).data)
+
+    @extend_schema(summary="Apply a suggested fix and retry the group", request=FixApplySerializer,
+                   responses={202: FixAppliedSerializer, 200: FixAppliedSerializer})
+    @action(detail=True, methods=["post"], url_path="apply")
+    def apply_fix(self, request, *args, **kwargs):
+        """Change the mapping as the suggestion says (checked like any change of the mapping: its problems
+        answer 400 keyed by field), then retry the group: one record first, the rest once it has synced (202).
+        Applying a fix that is in the mapping already changes nothing again and only retries (200 when a retry
+        is already waiting). A fix that does not fit the group's cause answers 409; a bad value, 400."""
+        fingerprint = kwargs["fingerprint"]
+        body = FixApplySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            with refusals_as_conflicts():
+                result = error_group_fix_apply(
+                    organization=request.org, fingerprint=fingerprint, kind=body.validated_data["kind"],
+                    params=body.validated_data["params"], user=request.user,
+                )
+        except ErrorGroupNotFound:
+            raise exceptions.NotFound(f"No error group {fingerprint}.") from None
+        retry = result["retry"]
+        if retry is not None:
+            probe = self.get_queryset().get(pk=retry["probe_error"])
+            retry = {**retry, "runs": run_codes(retry["runs"], organization=request.org), "probe_error": probe.code}
+        answer = FixAppliedSerializer({**result, "retry": retry}).data
+        return Response(answer, status=status.HTTP_202_ACCEPTED if retry is not None else status.HTTP_200_OK)
 
 
 class BulkActionViewSet(TenantViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,

@@ -228,6 +228,7 @@ class BatchOutcome:
         self.links = {}  # near id -> RecordLink to save
         self.succeeded_ids = []
         self.failed_ids = []
+        self.ignored_reasons = {}  # near id -> why a filter ignored it (its earlier error is closed with it)
         self.error_for_link = {}
         self.previous = {}  # near record id -> the history of its earlier unresolved error (_supersede_and_resolve)
         self.touched_runs = set()  # runs whose errors this batch closed (kept on the batch for the finisher)
@@ -256,7 +257,9 @@ class BatchOutcome:
         self.counts["ignored"] += 1
         error = ConnectorError(ErrorCategory.MAPPING, reason, code="ignored", retryable=False)
         self.errors.append(self._error(error, item, level=ErrorLevel.IGNORED))
-        if item.link is None and self.sync_pass.direction == FORWARD:
+        self.ignored_reasons[item.record.id] = reason
+        # A record that failed before and is now filtered out is no longer unsynced; one synced before stays so.
+        if self.sync_pass.direction == FORWARD and (item.link is None or item.link.status == LinkStatus.FAILED):
             self._link(item).status = LinkStatus.IGNORED
 
     def skip(self, item):
@@ -376,7 +379,8 @@ class BatchOutcome:
         more if this run retried it), when it first failed and in which run, and an operator's correction.
         """
         context = self.context
-        touched = set(self.succeeded_ids) | set(self.failed_ids)
+        ignored = self.ignored_reasons
+        touched = set(self.succeeded_ids) | set(self.failed_ids) | set(ignored)
         self.previous = {}
         if not touched:
             return
@@ -409,7 +413,7 @@ class BatchOutcome:
         auto = [r.pk for r in rows if r.source_record_id in succeeded
                 and (chosen or r.status in (ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING))]
         fixed = [r.pk for r in rows if r.source_record_id in succeeded and r.pk not in set(auto)]
-        superseded = [r.pk for r in rows if r.source_record_id not in succeeded]
+        superseded = [r.pk for r in rows if r.source_record_id not in succeeded and r.source_record_id not in ignored]
         for pks, resolution in ((auto, chosen or Resolution.AUTO_RETRY), (fixed, Resolution.FIXED),
                                 (superseded, Resolution.SUPERSEDED)):
             if pks:
@@ -417,6 +421,17 @@ class BatchOutcome:
                     status=ErrorStatus.RESOLVED, resolution=resolution, resolved_at=now, next_retry_at=None,
                     claim_token=None, updated_at=now,
                 )
+        # A failed record a filter now ignores (a filter added to fix it): its error is closed as ignored on
+        # purpose, with the filter's reason, as an operator's ignore would.
+        by_reason = {}
+        for row in rows:
+            if row.source_record_id in ignored:
+                by_reason.setdefault(ignored[row.source_record_id], []).append(row.pk)
+        for reason, pks in by_reason.items():
+            RecordError.objects.filter(pk__in=pks).update(
+                status=ErrorStatus.IGNORED, resolution=Resolution.IGNORED, resolved_at=now,
+                resolution_note=reason[:2000], next_retry_at=None, claim_token=None, updated_at=now,
+            )
 
     def _save_links(self, now):
         if not self.links:
