@@ -158,7 +158,7 @@ def record_status(request):
     """Every source record × target, with the filters of the API's record status and a search by record id."""
     filters = RecordStatusFilters(request.GET, request=request, queryset=RecordLink.objects.for_org(request.org))
     links = filters.qs if filters.is_valid() else RecordLink.objects.none()
-    page = rows_page(links, after=request.GET.get("after"), before=request.GET.get("before"))
+    page = rows_page(links, after=request.GET.get("after"), before=request.GET.get("before"), size=ROWS_PER_PAGE)
     query = request.GET.copy()
     for name in ("after", "before"):
         query.pop(name, None)
