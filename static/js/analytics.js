@@ -13,6 +13,8 @@
 
   var hourLabel = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit",
                                                       minute: "2-digit" });
+  var hourTick = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+  var dayTick = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
 
   function common(extra) {
     var options = {
@@ -26,6 +28,9 @@
   }
 
   function drawTrend(canvas, trend) {
+    // The axis says the hour for a day's window and the date for longer ones; the tooltip has both.
+    var tick = trend.length > 24 ? dayTick : hourTick;
+    var ticks = trend.map(function (bucket) { return tick.format(new Date(bucket.hour)); });
     return new window.Chart(canvas, {
       type: "line",
       data: {
@@ -45,7 +50,13 @@
       options: common({
         interaction: { mode: "index", intersect: false },
         scales: {
-          x: { grid: { display: false }, ticks: { autoSkip: true, maxTicksLimit: 8, maxRotation: 0, color: TEXT } },
+          x: {
+            grid: { display: false },
+            ticks: {
+              autoSkip: true, autoSkipPadding: 16, maxTicksLimit: 8, maxRotation: 0, color: TEXT,
+              callback: function (value) { return ticks[value]; },
+            },
+          },
           y: { beginAtZero: true, ticks: { precision: 0, color: TEXT }, grid: { color: GRID } },
         },
       }),
@@ -85,6 +96,7 @@
           data: targets.map(function (row) { return row.rate === null ? null : Math.round(row.rate * 1000) / 10; }),
           backgroundColor: "#059669",
           borderRadius: 3,
+          maxBarThickness: 72,
         }],
       },
       options: common({
