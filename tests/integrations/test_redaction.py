@@ -1,6 +1,10 @@
 """Scrubbing secrets out of snapshots, technical details and log lines."""
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from integrations.redaction import REDACTED, scrub, scrub_text
 
@@ -80,3 +84,67 @@ def test_scrub_text_removes_known_secret_values_anywhere():
 def test_scrub_text_ignores_secrets_too_short_to_be_meaningful():
     # Masking "ab" or "" would shred ordinary text without hiding anything worth hiding.
     assert scrub_text("about a table", secrets=["ab", "", None]) == "about a table"
+
+
+# --- properties: any depth, any case -----------------------------------------------------------------------------
+
+SECRET_WORDS = ["password", "passwd", "secret", "token", "api_key", "api-key", "apikey", "auth", "credential",
+                "private_key", "bearer", "session", "cookie", "signature", "client_secret", "access_token"]
+
+
+def _any_case(word):
+    return st.lists(st.booleans(), min_size=len(word), max_size=len(word)).map(
+        lambda upper: "".join(c.upper() if u else c.lower() for c, u in zip(word, upper, strict=True)))
+
+
+# A secret-looking key: one of the words in any case, with anything around it ("X-Auth-Token", "myApiKey2").
+secret_keys = st.builds(lambda before, word, after: before + word + after,
+                        st.sampled_from(["", "x-", "my", "stripe_", "Hub"]),
+                        st.sampled_from(SECRET_WORDS).flatmap(_any_case),
+                        st.sampled_from(["", "_id", "2", "-value", "Hash"]))
+PLAIN_KEYS = ["email", "city", "sku", "name", "amount", "items", "id", "notes"]
+plain_keys = st.sampled_from(PLAIN_KEYS)
+
+
+@st.composite
+def documents(draw, depth=0):
+    """A JSON-like document with secrets (unique canary values under secret-looking keys) at any depth."""
+    if depth >= 4 or draw(st.booleans()):
+        return draw(st.one_of(st.integers(), st.booleans(), st.none(), st.sampled_from(["Napier", "A1", ""])))
+    if draw(st.booleans()):
+        return [draw(documents(depth=depth + 1)) for _ in range(draw(st.integers(0, 3)))]
+    document = {}
+    for _ in range(draw(st.integers(0, 4))):
+        if draw(st.booleans()):
+            canary = f"canary-{draw(st.uuids()).hex}"
+            # The secret itself may be a plain value or a whole structure (e.g. "credentials": {...}).
+            document[draw(secret_keys)] = draw(st.sampled_from([canary, {"value": canary}, [canary]]))
+        else:
+            document[draw(plain_keys)] = draw(documents(depth=depth + 1))
+    return document
+
+
+def _without_secrets(value):
+    """What scrub must keep: the document with each secret-keyed value replaced, nothing else changed."""
+    if isinstance(value, dict):
+        return {key: _without_secrets(item) if key in PLAIN_KEYS else REDACTED for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_secrets(item) for item in value]
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(documents())
+def test_no_value_under_a_secret_looking_key_survives_at_any_depth_or_case(document):
+    scrubbed = scrub(document)
+
+    assert "canary-" not in json.dumps(scrubbed)
+    assert scrubbed == _without_secrets(document)  # and nothing else was touched
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=4, max_size=40).filter(lambda secret: secret not in REDACTED), st.text(max_size=60),
+       st.text(max_size=60))
+def test_a_known_secret_is_removed_from_any_text_around_it(secret, before, after):
+    # The marker is taken out before looking, so a secret cannot hide in "[redacted]" next to it.
+    assert secret not in scrub_text(before + secret + after, secrets=[secret]).replace(REDACTED, "\0")
