@@ -5,7 +5,6 @@ The query count does not depend on the data: analytics_summary runs a fixed numb
 view adds one to tell an organization that never synced from a quiet window.
 """
 
-from collections import OrderedDict
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -49,7 +48,7 @@ def _trend_table(trend, window):
     month of hours is 720 rows, too many to read)."""
     if window == "24h":
         return [{"start": bucket["hour"], "count": bucket["count"]} for bucket in trend]
-    days = OrderedDict()
+    days = {}
     for bucket in trend:
         day = bucket["hour"].astimezone(UTC).date()
         days[day] = days.get(day, 0) + bucket["count"]

@@ -146,7 +146,8 @@ def test_an_organization_that_never_synced_is_told_what_to_do_next(client, alice
     assert "No sync has run yet" in page
     assert reverse("mappings:list") in page and "manage.py sync --org acme" in page
     assert "<canvas" not in page
-    assert chart_data(response) == {"trend": chart_data(response)["trend"], "categories": [], "targets": []}
+    data = chart_data(response)
+    assert (data["categories"], data["targets"], sum(bucket["count"] for bucket in data["trend"])) == ([], [], 0)
 
 
 def test_another_organizations_history_is_not_counted(client, alice, org, other_org, history_of):
