@@ -131,7 +131,8 @@ class ChannelSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         return value
 
     def create(self, validated_data):
-        channel, plain = channel_create(organization=self.context["request"].org, **validated_data)
+        organization = validated_data.pop("organization", None) or self.context["request"].org
+        channel, plain = channel_create(organization=organization, **validated_data)
         channel.plain_secret = plain
         return channel
 
@@ -263,7 +264,8 @@ class RuleSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         read_only_fields = ["last_digest_at", "created_at", "updated_at"]
 
     def create(self, validated_data):
-        return rule_create(organization=self.context["request"].org, **validated_data)
+        organization = validated_data.pop("organization", None) or self.context["request"].org
+        return rule_create(organization=organization, **validated_data)
 
     def update(self, rule, validated_data):
         return rule_update(rule=rule, **validated_data)

@@ -106,3 +106,31 @@ def finish_run(queued):
         return run, changed
 
     return finish
+
+
+def _client(organization, role):
+    from rest_framework.test import APIClient
+
+    from accounts.services import api_token_create
+
+    _token, plain = api_token_create(organization=organization, name=f"{role} token", role=role)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
+    return client
+
+
+@pytest.fixture
+def api(org):
+    """An API client of `org` with an admin token."""
+    return _client(org, "admin")
+
+
+@pytest.fixture
+def viewer_api(org):
+    return _client(org, "viewer")
+
+
+@pytest.fixture
+def other_api(other_org):
+    """An API client of the other organization (admin)."""
+    return _client(other_org, "admin")
