@@ -17,8 +17,32 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=True)
-SECRET_KEY = env.str("SECRET_KEY", default="resync-insecure-development-key-change-me-in-production")
+DEVELOPMENT_SECRET_KEY = "resync-insecure-development-key-change-me-in-production"
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
+# Outside development a missing or weak key would sign sessions, password resets and CSRF tokens with a key anyone
+# can read in this file: refuse to start rather than run on it (Django's check --deploy only warns).
+if not DEBUG and (SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set to a long random value when DEBUG is off (50 characters or more); generate one "
+        "with: python -c 'import secrets; print(secrets.token_urlsafe(64))'")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# Production behind TLS (docs/production.md): each under Django's own name, read from the environment, so that
+# `manage.py check --deploy --fail-level WARNING` passes with the documented production environment. The
+# defaults suit development over plain HTTP.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Behind a proxy that ends TLS: SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https (only if the proxy always
+# sets that header: otherwise a client could claim HTTPS itself).
+SECURE_PROXY_SSL_HEADER = tuple(env.list("SECURE_PROXY_SSL_HEADER", default=[])) or None
+SECURE_REFERRER_POLICY = "same-origin"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -187,6 +211,7 @@ SPECTACULAR_SETTINGS = {
         "ErrorLevelEnum": "syncs.models.ErrorLevel",
         "TriggerEnum": "syncs.models.Trigger",
         "ResolutionEnum": "syncs.models.Resolution",
+        "BulkActionKindEnum": "syncs.models.BulkActionKind",
         "AlertLevelEnum": "notifications.models.Level",
         "ChannelKindEnum": "notifications.models.ChannelKind",
     },
@@ -251,6 +276,12 @@ Q_CLUSTER = {
     "save_limit": 1000,
     "label": "Workers",
 }
+# The broker is django-q2's ORM broker on the database unless RESYNC_BROKER_URL names a Redis server. Redis hands a
+# task out without a receipt: a worker killed mid-task loses it, and the reaper re-queues the run from the
+# database (its queued or stale-heartbeat state) within RESYNC_HEARTBEAT_STALE_SECONDS plus a minute.
+if broker_url := env.str("RESYNC_BROKER_URL", default=""):
+    del Q_CLUSTER["orm"]
+    Q_CLUSTER["redis"] = broker_url
 
 LOGGING = {
     "version": 1,

@@ -7,6 +7,8 @@ The error filter does not filter by itself: it validates the query and hands it 
 import types
 
 import django_filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions
 
 from config.api import UtcDateTimeFilter
@@ -26,6 +28,11 @@ def _organization_rows(model):
         return model.objects.for_org(request.org)
 
     return queryset
+
+
+@extend_schema_field(OpenApiTypes.UUID)
+class RunIdFilter(django_filters.ModelChoiceFilter):
+    """A run named by its id when the filter is not a field of the model (the schema cannot infer the type)."""
 
 
 class SyncRunFilterSet(django_filters.FilterSet):
@@ -58,7 +65,7 @@ class RecordErrorFilterSet(django_filters.FilterSet):
     )
     run = django_filters.ModelChoiceFilter(queryset=_organization_rows(SyncRun), to_field_name="code",
                                            help_text="The run's id.")
-    blocking = django_filters.ModelChoiceFilter(
+    blocking = RunIdFilter(
         queryset=_organization_rows(SyncRun), to_field_name="code",
         help_text="A run's id: the unresolved errors that keep it from being recovered, in its retry chain or in "
                   "the later runs its failures moved to.",
