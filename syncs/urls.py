@@ -3,6 +3,7 @@ from django.urls import path
 from syncs import views
 from syncs.views import errors, records, review, runs
 from syncs.views.analytics import analytics
+from syncs.views.bulk import bulk_action_detail
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -18,6 +19,7 @@ urlpatterns = [
     path("errors/groups/<str:fingerprint>/retry/", errors.error_group_retry_view, name="error_group_retry"),
     path("errors/retry/", errors.errors_retry_view, name="errors_retry"),
     path("errors/ignore/", errors.errors_ignore_view, name="errors_ignore"),
+    path("errors/bulk/<uuid:code>/", bulk_action_detail, name="bulk_action"),
     path("errors/<uuid:code>/", errors.error_detail, name="error_detail"),
     path("errors/<uuid:code>/retry/", errors.error_retry_view, name="error_retry"),
     path("errors/<uuid:code>/ignore/", errors.error_ignore_view, name="error_ignore"),

@@ -29,6 +29,7 @@ from syncs.models import UNRESOLVED_ERROR_STATUSES, BulkActionKind, ErrorStatus,
 from syncs.previews import errors_replay_preview
 from syncs.retries import CLOSED_STATUSES, RETRIABLE_LEVELS, SKIP_REASONS, error_retry, errors_retry
 from syncs.review import error_ignore, error_resolve, errors_close
+from syncs.views.bulk import bulk_action_url
 from syncs.views.paging import count_up_to, keyset_page
 
 GROUPS_PER_PAGE = 25
@@ -223,9 +224,8 @@ def errors_retry_view(request):
         action = bulk_action_request(organization=request.org, kind=BulkActionKind.RETRY,
                                      selection={"filter": filters.as_body()}, options={"force": False})
         messages.success(request, f"Retrying the {count} matching error{'s' if count != 1 else ''} in the "
-                                  f"background (bulk action {action.code}): each leaves the list of open errors "
-                                  "as its replay takes it.")
-        return redirect(_back(request, "errors"))
+                                  "background: each leaves the list of open errors as its replay takes it.")
+        return redirect(bulk_action_url(action, back=_back(request, "errors")))
     ids = _errors_of_org(request.org, selection.cleaned_data["ids"])
     level, text = _retry_summary(errors_retry(organization=request.org, error_ids=ids,
                                               resolution=Resolution.BULK_RETRY))
@@ -254,8 +254,8 @@ def errors_ignore_view(request):
                                      selection={"filter": filters.as_body()},
                                      options={"note": form.cleaned_data["reason"]})
         messages.success(request, f"Ignoring the {count} matching error{'s' if count != 1 else ''} in the "
-                                  f"background (bulk action {action.code}).")
-        return redirect(_back(request, "errors"))
+                                  "background.")
+        return redirect(bulk_action_url(action, back=_back(request, "errors")))
     ids = _errors_of_org(request.org, selection.cleaned_data["ids"])
     if not form.is_valid():
         return render(request, "syncs/errors_confirm.html", {
