@@ -17,7 +17,7 @@ from accounts.management.commands.demo import PASSWORD, USERNAME
 from accounts.models import Organization
 from config.ui_pages import ui_pages
 from mappings.models import Mapping
-from syncs.models import RecordError
+from syncs.models import BulkAction, BulkActionKind, BulkActionStatus, RecordError
 from tests.ui.conftest import sync_history
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,6 +41,8 @@ def demo():
     error.snapshot_before = {"id": error.source_record_id, "email": "olivia.bennett@example"}
     error.snapshot_after = {"email": "olivia.bennett@example"}
     error.save()
+    BulkAction.objects.create(organization=demo, kind=BulkActionKind.RETRY, status=BulkActionStatus.SUCCEEDED,
+                              selection={"filter": {}}, summary={"queued": 0, "runs": [], "skipped": {}})
     return demo
 
 
@@ -166,3 +168,20 @@ def test_the_editor_preview_keeps_the_newest_answer(page, live_server, demo):
     page.wait_for_timeout(1000)
     expect(preview).to_contain_text("new@example.com")
     expect(preview).not_to_contain_text("old@example.com")
+
+
+def test_a_bulk_actions_page_follows_it_until_done(page, live_server, demo, violations, axe):
+    action = BulkAction.objects.create(organization=demo, kind=BulkActionKind.IGNORE, selection={"filter": {}})
+    log_in(page, live_server)
+    page.goto(f"{live_server.url}/errors/bulk/{action.code}/")
+    status = page.locator("#bulk-action-status")
+    expect(status).to_contain_text("Waiting for a worker")
+    axe("a bulk action's page")
+
+    BulkAction.objects.filter(pk=action.pk).update(status=BulkActionStatus.SUCCEEDED,
+                                                   summary={"closed": 7, "skipped": {"already_resolved": 2}})
+
+    expect(status).to_contain_text("Errors ignored", timeout=10_000)
+    expect(status).to_contain_text("7")
+    expect(page.get_by_role("link", name="Back to the errors")).to_be_visible()
+    assert violations() == []
