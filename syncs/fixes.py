@@ -561,12 +561,20 @@ def error_group_fixes(*, organization, fingerprint) -> list[Suggestion]:
     return cause_suggestions(group_cause(organization=organization, fingerprint=fingerprint))
 
 
-def error_groups_fixes(*, organization, groups) -> dict:
-    """fingerprint -> suggested fixes, for rows of syncs.groups.error_groups (a page of them): their mappings and
-    samples read in two queries and a prefetch, whatever the number of groups."""
+def group_mappings(*, organization, groups):
+    """pk -> mapping of these rows of syncs.groups.error_groups, with what working out their fixes reads."""
+    return _mapping_queryset(organization).in_bulk({row["mapping_id"] for row in groups})
+
+
+def error_groups_fixes(*, organization, groups, mappings=None, samples=None) -> dict:
+    """fingerprint -> suggested fixes, for rows of syncs.groups.error_groups (a page of them): their mappings
+    (group_mappings) and samples read in two queries and a prefetch whatever the number of groups, or given by a
+    caller that has them already."""
     groups = list(groups)
-    mappings = _mapping_queryset(organization).in_bulk({row["mapping_id"] for row in groups})
-    samples = RecordError.objects.for_org(organization).in_bulk([row["sample_id"] for row in groups])
+    if mappings is None:
+        mappings = group_mappings(organization=organization, groups=groups)
+    if samples is None:
+        samples = RecordError.objects.for_org(organization).in_bulk([row["sample_id"] for row in groups])
     answer = {}
     for row in groups:
         mapping, sample = mappings.get(row["mapping_id"]), samples.get(row["sample_id"])

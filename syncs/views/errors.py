@@ -5,14 +5,14 @@ resolve.
 
 Each action calls what the API's action calls: `errors_retry` for ids (the API does up to 1,000 ids at once, and
 a page holds fewer), a BulkAction (syncs.bulk) for everything matching a filter, `errors_close`, `error_retry`,
-`error_ignore`, `error_resolve`, `error_group_retry`, `errors_replay_preview`.
+`error_ignore`, `error_resolve`, `error_group_retry`, `error_group_fix_apply`, `errors_replay_preview`.
 """
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import Http404
+from django.http import Http404, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -20,9 +20,15 @@ from django.views.decorators.http import require_POST
 
 from accounts.access import VIEWER_REFUSAL, get_object_for_org_or_404, org_required
 from integrations.errors import ErrorCategory
-from mappings.models import Mapping
 from syncs.bulk import bulk_action_request
 from syncs.engine.passes import REVERSE
+from syncs.fixes import (
+    ErrorGroupNotFound,
+    error_group_fix_apply,
+    error_groups_fixes,
+    group_mappings,
+    group_retries_progress,
+)
 from syncs.forms import ERROR_FILTERS, FILTERED, ErrorFilters, IgnoreForm, ResolveForm, SelectionForm, with_defaults
 from syncs.groups import error_group_retry, error_groups, group_retries_latest
 from syncs.models import UNRESOLVED_ERROR_STATUSES, BulkActionKind, ErrorStatus, RecordError, Resolution, SyncRun
@@ -93,24 +99,130 @@ def errors_list(request):
 
 @org_required
 def error_groups_list(request):
-    """The unresolved record errors of the filter, grouped by fingerprint, largest group first."""
-    filters = _filters(request, request.GET)
+    """The unresolved record errors of the filter, grouped by fingerprint, largest group first, each with its
+    suggested fixes; above them, how the groups retried lately are doing."""
+    return _error_groups_page(request, request.GET)
+
+
+def _error_groups_page(request, data, *, refused=None, status=200):
+    """The groups page for the query `data`; `refused` is (fingerprint, kind, {param: value}, [messages]) of a
+    fix that was not applied, shown next to its form with the values given."""
+    filters = _filters(request, data)
     errors = filters.qs if filters.is_valid() else RecordError.objects.none()
     # Aggregated once and paged here, as the API does: an organization has hundreds of groups, not millions.
     groups = Paginator(list(error_groups(organization=request.org, queryset=errors)), GROUPS_PER_PAGE)
-    page = groups.get_page(request.GET.get("page"))
-    names = dict(Mapping.objects.for_org(request.org).filter(pk__in={row["mapping_id"] for row in page})
-                 .values_list("pk", "name"))
+    page = groups.get_page(data.get("page"))
+    # Read with what the suggested fixes need (connections, field mappings), so the fixes cost no more queries.
+    mappings = group_mappings(organization=request.org, groups=page)
     samples = RecordError.objects.for_org(request.org).in_bulk([row["sample_id"] for row in page])
     retries = group_retries_latest(organization=request.org, fingerprints={row["fingerprint"] for row in page})
-    rows = [{**row, "mapping": names.get(row["mapping_id"], ""), "sample": samples.get(row["sample_id"]),
-             "category_label": ErrorCategory(row["category"]).label, "last_retry": retries.get(row["fingerprint"])}
+    fixes = error_groups_fixes(organization=request.org, groups=page, mappings=mappings, samples=samples)
+    rows = [{**row, "mapping": getattr(mappings.get(row["mapping_id"]), "name", ""),
+             "sample": samples.get(row["sample_id"]),
+             "category_label": ErrorCategory(row["category"]).label, "last_retry": retries.get(row["fingerprint"]),
+             "fixes": [_fix_shown(row["fingerprint"], suggestion, refused)
+                       for suggestion in fixes.get(row["fingerprint"], [])]}
             for row in page]
     return render(request, "syncs/error_groups.html", {
         "filters": filters, "groups": rows, "page": page, "query": _list_query(filters.data).urlencode(),
         "error_filters": ERROR_FILTERS, "view": "groups", "hidden_filters": [],
         "active_filters": _active_filters(request, filters),
-    })
+        **_progress_context(request),
+    }, status=status)
+
+
+def _fix_shown(fingerprint, suggestion, refused):
+    """A suggestion as the page shows it: its changes as rows of text, and its form's values and errors."""
+    given, problems = {}, []
+    if refused is not None and refused[:2] == (fingerprint, suggestion.kind):
+        given, problems = refused[2], refused[3]
+    return {
+        "suggestion": suggestion,
+        "rows": [{"label": change.label, "key": _KEY_LABELS.get(key, key.replace("_", " ")),
+                  "before": _shown(key, (change.before or {}).get(key), absent=change.before is None),
+                  "after": _shown(key, change.after.get(key))}
+                 for change in suggestion.changes for key in change.changed],
+        "params": [{"param": param, "value": given.get(param.name, param.suggested or "")}
+                   for param in suggestion.params],
+        "problems": problems,
+    }
+
+
+_KEY_LABELS = {"transforms": "transforms", "reverse_transforms": "reverse transforms", "default_value": "default",
+               "match_keys": "match keys", "write_mode": "write mode", "target_field": "target field",
+               "source_field": "source field"}
+
+
+def _shown(key, value, *, absent=False):
+    """One setting's value as a person reads it."""
+    if absent:
+        return "(no field mapping)"
+    if key in ("transforms", "reverse_transforms"):
+        steps = [spec["name"] + (f"({', '.join(f'{k}={v}' for k, v in spec['args'].items())})"
+                                 if spec.get("args") else "") for spec in value or []]
+        return " › ".join(steps) or "as is"
+    if key == "filters":
+        return "; ".join(f"{rule['field']} {rule['op'].replace('_', ' ')}" + (f" {rule['value']!r}" if "value" in rule
+                                                                               else "") for rule in value) or "none"
+    if key == "match_keys":
+        return ", ".join(f"{item['source']} = {item['target']}" for item in value) or "none"
+    if value is None:
+        return "your choice" if key in ("default_value", "target_field", "source_field") else "none"
+    return str(value).replace("_", " ") if key == "write_mode" else str(value)
+
+
+def _progress_context(request):
+    progress = group_retries_progress(organization=request.org)
+    return {"progress": progress, "progress_live": any(item.live for item in progress), "poll_seconds": 3}
+
+
+@org_required
+def error_groups_progress(request):
+    """The groups retried lately and how far each has got (htmx partial, polled while one is under way)."""
+    return render(request, "syncs/partials/fix_progress.html", _progress_context(request))
+
+
+@require_POST
+@org_required
+def error_group_fix_view(request, fingerprint, kind):
+    """Apply a suggested fix: the mapping changed as it says, then the group retried one record first."""
+    params = {name.removeprefix("param-"): value for name, value in request.POST.items()
+              if name.startswith("param-")}
+    back = _back(request, "error_groups")
+    try:
+        result = error_group_fix_apply(organization=request.org, fingerprint=fingerprint, kind=kind, params=params,
+                                       user=request.user)
+    except ErrorGroupNotFound:
+        raise Http404("No such error group.") from None
+    except ValidationError as exc:
+        problems = [f"{_problem_label(key)}{message}" for key, messages in exc.message_dict.items()
+                    for message in messages] if hasattr(exc, "error_dict") else exc.messages
+        query = QueryDict(back.partition("?")[2])
+        return _error_groups_page(request, query, refused=(fingerprint, kind, params, problems), status=400)
+    messages.add_message(request, *_fix_message(request, fingerprint, result))
+    return redirect(back)
+
+
+def _problem_label(key):
+    # The service names a parameter "params.<name>"; the form shows its own label next to it already.
+    return "" if key.startswith("params") or key == "__all__" else f"{key}: "
+
+
+def _fix_message(request, fingerprint, result):
+    mapping = result["mapping"]
+    done = (f"Fix applied to “{mapping}”." if result["changed"]
+            else f"The fix was already in “{mapping}”: nothing was changed again.")
+    retry = result["retry"]
+    if retry is None:
+        return messages.WARNING, f"{done} {result['retry_refused']}"
+    progress = next((item for item in group_retries_progress(organization=request.org)
+                     if item.group_retry.fingerprint == fingerprint), None)
+    if progress is not None and progress.state == "recovered":
+        return messages.SUCCESS, f"{done} The group has recovered: every record of it synced."
+    if progress is not None and progress.state == "stopped":
+        return messages.WARNING, f"{done} The group retry stopped: {progress.detail}"
+    return messages.SUCCESS, (f"{done} Retrying one record of the group first; the other {retry['remaining']} "
+                              "follow once it has synced.")
 
 
 @require_POST
