@@ -31,6 +31,10 @@ class RecordStatusFilters(RecordStatusFilterSet):
         self.filters["status"].extra["widget"] = forms.CheckboxSelectMultiple
         self.filters["search"].extra["widget"] = forms.TextInput(
             attrs={"type": "search", "placeholder": "e.g. cus_1042"})
+        for filter_ in self.filters.values():
+            # The API's help texts document its parameters; the bar's labels say enough, and a help text the bar
+            # does not show would leave its input described by an element that is not on the page.
+            filter_.extra.pop("help_text", None)
 
     @property
     def is_filtered(self):
