@@ -7,6 +7,9 @@ subprocess to see whether it does (a module that does not yet is skipped, with a
 `python bench/<name>.py --json OUT` with its own defaults, its output shown as it comes. A bench that crashes (exits
 non-zero or writes no figures) does not stop the others; run.py then exits 1 after the table. A missed target is a
 figure like any other, not a failure: the table says which targets hold.
+
+The benches: engine, workers, dashboards (PostgreSQL), transforms (no database), pages (every UI page as the demo
+user, on a temporary SQLite file: the embedded default a newcomer runs).
 """
 
 import subprocess

@@ -99,6 +99,12 @@ class OrgObjects:
         error = self.get("error")
         return error.fingerprint if error is not None and error.fingerprint else None
 
+    def _fix_kind(self):
+        # A suggested fix's kind (syncs.fixes): the page of any one of them is the same page.
+        from syncs.fixes import KINDS
+
+        return KINDS[0] if KINDS else None
+
     def _record(self):
         from syncs.models import RecordLink
 
@@ -121,6 +127,8 @@ def object_for(route_name, argument):
     """The kind of object (an OrgObjects name) and its attribute that fill `argument` of `route_name`, or None."""
     if argument == "fingerprint":
         return "fingerprint", None
+    if argument == "kind" and "fix" in route_name:
+        return "fix_kind", None
     if argument in ("source_record_id", "record_id"):
         return "record", "source_record_id"
     if argument.endswith("_code"):  # mapping_code, run_code...: the prefix says which object
