@@ -104,9 +104,10 @@ def error_groups_list(request):
     return _error_groups_page(request, request.GET)
 
 
-def _error_groups_page(request, data, *, refused=None, status=200):
+def _error_groups_page(request, data, *, refused=None, back=None, status=200):
     """The groups page for the query `data`; `refused` is (fingerprint, kind, {param: value}, [messages]) of a
-    fix that was not applied, shown next to its form with the values given."""
+    fix that was not applied, shown next to its form with the values given, on a page answering its POST whose
+    forms return to `back`, where it came from."""
     filters = _filters(request, data)
     errors = filters.qs if filters.is_valid() else RecordError.objects.none()
     # Aggregated once and paged here, as the API does: an organization has hundreds of groups, not millions.
@@ -127,6 +128,7 @@ def _error_groups_page(request, data, *, refused=None, status=200):
         "filters": filters, "groups": rows, "page": page, "query": _list_query(filters.data).urlencode(),
         "error_filters": ERROR_FILTERS, "view": "groups", "hidden_filters": [],
         "active_filters": _active_filters(request, filters),
+        "back": back or request.get_full_path(),
         **_progress_context(request),
     }, status=status)
 
@@ -198,7 +200,8 @@ def error_group_fix_view(request, fingerprint, kind):
         problems = [f"{_problem_label(key)}{message}" for key, messages in exc.message_dict.items()
                     for message in messages] if hasattr(exc, "error_dict") else exc.messages
         query = QueryDict(back.partition("?")[2])
-        return _error_groups_page(request, query, refused=(fingerprint, kind, params, problems), status=400)
+        return _error_groups_page(request, query, refused=(fingerprint, kind, params, problems), back=back,
+                                  status=400)
     messages.add_message(request, *_fix_message(request, fingerprint, result))
     return redirect(back)
 
