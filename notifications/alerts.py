@@ -323,7 +323,7 @@ def _apply(rule, observation, open_alert, now):
         _notify(rule, alert, DeliveryEvent.FIRED, observation, now)
         alert.save(update_fields=["last_notified_at", "notifications"])
         log_event("notification_alert_fired", alert=str(alert.code), rule=str(rule.code), key=alert.key,
-                  level=alert.level, condition=rule.condition)
+                  alert_level=alert.level, condition=rule.condition)
         return alert
     if observation.active:
         alert = open_alert

@@ -22,7 +22,7 @@ from tests.api.world import build_world
 pytestmark = pytest.mark.django_db
 
 PUBLIC_VIEWS = {"SpectacularAPIView", "SpectacularSwaggerView"}
-APPS = ("accounts", "integrations", "mappings", "syncs")
+APPS = ("accounts", "integrations", "mappings", "syncs", "notifications")
 
 
 def api_patterns(patterns=None):

@@ -48,4 +48,18 @@ def build_world(organization):
                                                       timestamp=timestamp, raw_body=raw)}
     _status, body = webhook_receive(code=endpoint.code, headers=headers, raw_body=raw)
     webhook_event_process(event_pk=WebhookEvent.objects.get(code=body["event"]).pk)
+    build_notifications(organization, mapping)
     return mapping
+
+
+def build_notifications(organization, mapping):
+    """An email channel, a rule of the mapping and the alert and delivery a failed run of it opens."""
+    from notifications.alerts import notify_run_finished
+    from notifications.services import channel_create, rule_create
+    from syncs.models import SyncRun
+
+    channel, _secret = channel_create(organization=organization, name="World alerts", kind="email",
+                                      recipients=[f"ops@{organization.slug}.example"])
+    rule_create(organization=organization, name="World errors", condition="every_error", channels=[channel],
+                scope="mapping", mapping=mapping)
+    notify_run_finished(SyncRun.objects.filter(mapping=mapping, failed__gt=0).order_by("pk").first())
