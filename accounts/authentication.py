@@ -1,4 +1,4 @@
-"""API authentication and access: tokens, the organization and role of a request, throttling.
+"""API authentication and access: tokens, the organization and role of a request (throttling: accounts.throttling).
 
 Kept apart from accounts.api because DRF imports these classes while it is itself being imported: this module
 must not import DRF's views or viewsets.
@@ -7,11 +7,11 @@ must not import DRF's views or viewsets.
 from django.contrib.auth.models import AnonymousUser
 from rest_framework import exceptions, permissions
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.throttling import SimpleRateThrottle
 
 from accounts.access import membership_for_request
 from accounts.models import ApiToken, Role
 from accounts.services import api_token_authenticate
+from accounts.throttling import TokenRateThrottle  # noqa: F401 (its earlier home; settings name accounts.throttling)
 
 ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
@@ -79,18 +79,3 @@ class IsOrganizationMember(permissions.BasePermission):
         if ROLE_RANK[request.role] < ROLE_RANK[needed]:
             raise exceptions.PermissionDenied(f"This needs the {needed} role; you have {request.role}.")
         return True
-
-
-class TokenRateThrottle(SimpleRateThrottle):
-    """Per token (or per user for the UI's session calls); the cache must be shared between processes."""
-
-    scope = "api"
-
-    def get_cache_key(self, request, view):
-        if isinstance(request.auth, ApiToken):
-            ident = f"token-{request.auth.pk}"
-        elif request.user and request.user.is_authenticated:
-            ident = f"user-{request.user.pk}"
-        else:
-            ident = self.get_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": ident}

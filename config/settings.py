@@ -43,6 +43,10 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
 # sets that header: otherwise a client could claim HTTPS itself).
 SECURE_PROXY_SSL_HEADER = tuple(env.list("SECURE_PROXY_SSL_HEADER", default=[])) or None
 SECURE_REFERRER_POLICY = "same-origin"
+# How many proxies of ours stand in front of gunicorn and append to X-Forwarded-For (docs/production.md: one). The
+# login lockout and the API's rate limit count per client address: without this they would see the proxy's address
+# for every client; a larger number than the real one would let a client choose its address.
+RESYNC_NUM_PROXIES = env.int("RESYNC_NUM_PROXIES", default=0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -182,8 +186,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "config.api.StandardPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.problem_exception_handler",
-    # Throttling counts in the cache: set CACHE_URL to Redis when several processes serve the API.
-    "DEFAULT_THROTTLE_CLASSES": ["accounts.authentication.TokenRateThrottle"],
+    # Throttling counts in the cache, atomically (accounts.throttling): set CACHE_URL to Redis when several
+    # processes serve the API, so they share one count.
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.TokenRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api": env.str("RESYNC_API_RATE", default="600/min")},
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
