@@ -87,8 +87,8 @@ def shown(value):
 
 
 class CorrectionForm(forms.Form):
-    """One input per field of the transformed record (the payload as it failed, or as last corrected), then the
-    other fields the mapping writes and those the far side requires, each labelled from the schema.
+    """One input per field the mapping writes, then per other field of the transformed record (the payload as
+    it failed, or as last corrected) and per field the far side requires, each labelled from the schema.
 
     `schema` is the far side's ObjectSchema, or None when it could not be described: the inputs are then plain
     text and the service refuses to save until it can check them.
@@ -102,7 +102,9 @@ class CorrectionForm(forms.Form):
         self.schema = schema
         spec_of = schema.fields if schema is not None else {}
         required = [name for name, spec in spec_of.items() if spec.required and not spec.read_only]
-        for name in dict.fromkeys([*self.payload, *mapped_fields, *required]):
+        # The mapping's fields in its order, then any other field the record holds or the target requires by name:
+        # a JSON column on PostgreSQL does not keep the record's own key order.
+        for name in dict.fromkeys([*mapped_fields, *sorted({*self.payload, *required})]):
             spec = spec_of.get(name)
             self.fields[name] = self._input(name, spec)
             self.initial[name] = shown(self.payload.get(name))
