@@ -140,9 +140,9 @@ def _fix_shown(fingerprint, suggestion, refused):
         given, problems = refused[2], refused[3]
     return {
         "suggestion": suggestion,
-        "rows": [{"label": change.label, "key": _KEY_LABELS.get(key, key.replace("_", " ")),
+        "rows": [{"label": change.label, "key": "" if key == change.label.lower() else _KEY_LABELS.get(key, key),
                   "before": _shown(key, (change.before or {}).get(key), absent=change.before is None),
-                  "after": _shown(key, change.after.get(key))}
+                  "after": _shown(key, change.after.get(key), given=True)}
                  for change in suggestion.changes for key in change.changed],
         "params": [{"param": param, "value": given.get(param.name, param.suggested or "")}
                    for param in suggestion.params],
@@ -150,13 +150,12 @@ def _fix_shown(fingerprint, suggestion, refused):
     }
 
 
-_KEY_LABELS = {"transforms": "transforms", "reverse_transforms": "reverse transforms", "default_value": "default",
-               "match_keys": "match keys", "write_mode": "write mode", "target_field": "target field",
-               "source_field": "source field"}
+_KEY_LABELS = {"reverse_transforms": "reverse transforms", "default_value": "default", "match_keys": "match keys",
+               "write_mode": "write mode", "target_field": "target field", "source_field": "source field"}
 
 
-def _shown(key, value, *, absent=False):
-    """One setting's value as a person reads it."""
+def _shown(key, value, *, absent=False, given=False):
+    """One setting's value as a person reads it; `given`: an empty value after a fix is the operator's to give."""
     if absent:
         return "(no field mapping)"
     if key in ("transforms", "reverse_transforms"):
@@ -164,12 +163,13 @@ def _shown(key, value, *, absent=False):
                                  if spec.get("args") else "") for spec in value or []]
         return " › ".join(steps) or "as is"
     if key == "filters":
-        return "; ".join(f"{rule['field']} {rule['op'].replace('_', ' ')}" + (f" {rule['value']!r}" if "value" in rule
-                                                                               else "") for rule in value) or "none"
+        return "; ".join(f"{rule['field']} {rule['op'].replace('_', ' ')}"
+                         + (f" {rule['value']!r}" if "value" in rule else "")
+                         + (f" (“{rule['reason']}”)" if rule.get("reason") else "") for rule in value) or "none"
     if key == "match_keys":
         return ", ".join(f"{item['source']} = {item['target']}" for item in value) or "none"
     if value is None:
-        return "your choice" if key in ("default_value", "target_field", "source_field") else "none"
+        return "the value you give" if given and key in ("default_value", "target_field", "source_field") else "none"
     return str(value).replace("_", " ") if key == "write_mode" else str(value)
 
 
