@@ -218,6 +218,7 @@ def test_save_and_retry_writes_the_corrected_record_and_shows_it_synced(client, 
     assert page.context["outcome"]["state"] == "synced"
     assert "Retried: synced" in page.content.decode()
     assert page.context["form"] is None  # nothing left to correct
+    assert client.get(reverse("review_error", args=[error.code]), {"run": "not-a-run"}).status_code == 200
     assert in_review(review_mapping) != [] and error not in in_review(review_mapping)
 
 
