@@ -32,7 +32,8 @@ class Channel(TenantModel):
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=20, choices=ChannelKind.choices)
     recipients = models.JSONField(default=list, blank=True, help_text="Email addresses (email channels).")
-    url = models.URLField(max_length=2000, blank=True, default="", help_text="Where a webhook channel posts.")
+    # Checked by the SSRF guard in notifications.services, not by a form field: a CharField.
+    url = models.CharField(max_length=2000, blank=True, default="", help_text="Where a webhook channel posts.")
     secrets_ciphertext = models.TextField(blank=True, default="", editable=False)
     is_enabled = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=500, blank=True, default="")
