@@ -301,3 +301,31 @@ def test_channel_secrets_never_appear_in_answers_logs_or_deliveries(org, api, qu
             assert value not in text
     assert "whsec_echoed" not in deliveries
     assert json.loads(answers[1])["destination"] == "Slack incoming webhook"
+
+
+def test_a_delivery_a_dead_worker_left_sending_is_tried_again(org, queued, clock):
+    channel, _ = channel_create(organization=org, name="Team", kind=ChannelKind.EMAIL, recipients=["a@acme.example"])
+    stuck = Delivery.objects.create(organization=org, channel=channel, event="test", kind=channel.kind,
+                                    message={"title": "Stuck", "summary": "s"}, message_id="msg_stuck",
+                                    created_at=clock.now(), status=DeliveryStatus.SENDING, attempts=1,
+                                    last_attempt_at=clock.now())
+    clock.shift(minutes=9)
+    with queued():
+        notifications_sweep()
+    stuck.refresh_from_db()
+    assert stuck.status == DeliveryStatus.SENDING  # its worker may still be at it
+    clock.shift(minutes=2)
+    with queued():
+        notifications_sweep()
+    stuck.refresh_from_db()
+    assert (stuck.status, stuck.attempts) == (DeliveryStatus.DELIVERED, 2)
+
+
+def test_the_periodic_schedule_runs_the_sweep():
+    from django_q.models import Schedule
+
+    from notifications.tasks import sweep
+
+    schedule = Schedule.objects.get(name="resync: notifications")
+    assert (schedule.func, schedule.schedule_type, schedule.minutes) == ("notifications.tasks.sweep", "I", 1)
+    assert sweep() == {"alerts": 0, "requeued": 0}
