@@ -72,13 +72,19 @@ def test_invalid_phones_suggest_phone_e164_with_the_field_mapping_before_and_aft
     assert "US numbers" in suggestion.explanation
 
 
-def test_applying_phone_e164_changes_the_mapping_and_the_group_recovers(phone_group, execute_queued, alice):
+def test_applying_phone_e164_changes_the_mapping_and_the_group_recovers(phone_group, execute_queued, alice,
+                                                                         caplog):
     mapping, group = phone_group
     fingerprint = group["fingerprint"]
 
-    with execute_queued():
+    with execute_queued(), caplog.at_level("INFO", logger="resync.sync"):
         result = error_group_fix_apply(organization=mapping.organization, fingerprint=fingerprint,
                                        kind="add_phone_e164", user=alice)
+
+    # Who applied what, as one event line.
+    (event,) = [r.fields for r in caplog.records if getattr(r, "event", "") == "error_group_fix_applied"]
+    assert (event["applied_by"], event["kind"], event["changed"]) == ("alice", "add_phone_e164", True)
+    assert event["changes"][0]["after"]["transforms"][-1] == {"name": "phone_e164", "args": {}}
 
     assert result["changed"] and result["retry"]["queued"] == 1 and result["retry"]["remaining"] == 2
     assert field_mapping(mapping, "phone").transforms == [{"name": "trim"}, {"name": "phone_e164", "args": {}}]
