@@ -1,7 +1,11 @@
 from django.contrib import admin
 
+from accounts.forms import AdminLoginForm
 from accounts.models import ApiToken, IdempotencyRecord, Membership, Organization
 from accounts.services import api_token_revoke
+
+# The admin's login locks a username on a client after repeated failures, as the browser's login does.
+admin.site.login_form = AdminLoginForm
 
 
 class MembershipInline(admin.TabularInline):

@@ -16,12 +16,16 @@ from django.views.decorators.http import require_POST
 from accounts.access import SESSION_ORG_KEY, get_object_for_org_or_404, memberships_for_user, org_required
 from accounts.api import ApiTokenViewSet
 from accounts.authentication import ROLE_RANK
+from accounts.forms import LoginForm
 from accounts.management.commands import demo
 from accounts.models import ApiToken, Role, TokenRole
 from accounts.services import api_token_create, api_token_revoke
 
 
 class LoginView(auth_views.LoginView):
+    # Locks a username on a client after repeated failures (accounts.forms); the admin's login uses its twin.
+    authentication_form = LoginForm
+
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         # Development only, and only once `manage.py demo` has created the account, so they always work.
