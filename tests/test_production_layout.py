@@ -14,7 +14,7 @@ constraint on the email, so a record created twice would be a second row rather 
 heals), the run's counts add up, the reaper took the run over, and a sync of new rows afterwards completes on
 the cluster that is left. The figures are printed.
 
-Slow (about two minutes), PostgreSQL only: behind the `slow` marker, which .ci/run enables with
+Slow (one to one and a half minutes), PostgreSQL only: behind the `slow` marker, which .ci/run enables with
 `make test-faults`.
 """
 
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -192,10 +193,9 @@ def layout(server, databases, tmp_path):
         return start(f"qcluster-{sum(p.name.startswith('qcluster') for p in started) + 1}",
                      [sys.executable, "manage.py", "qcluster"])
 
-    handle = type("Layout", (), {"env": env, "url": env["RESYNC_PUBLIC_URL"], "manage": staticmethod(manage),
-                                 "web": staticmethod(web), "cluster": staticmethod(cluster), "started": started})
     try:
-        yield handle
+        yield SimpleNamespace(env=env, url=env["RESYNC_PUBLIC_URL"], manage=manage, web=web, cluster=cluster,
+                              started=started)
     finally:
         for process in reversed(started):
             if process.name.startswith("qcluster"):
