@@ -273,9 +273,12 @@ def automated_replay(run):
     replays = SyncRun.objects.filter(root=root, trigger=Trigger.REPLAY).count()
     if replays >= mapping.replay_attempts:
         return None
+    # Not sooner than the target asked: a record refused with a Retry-After still running is left to the sweeper,
+    # which takes it once that has passed (its next_retry_at is never earlier).
     failures = RecordError.objects.filter(
         run=run, level=ErrorLevel.RECORD, status__in=(ErrorStatus.OPEN, ErrorStatus.RETRY_SCHEDULED)
-    ).filter(automatic_retry_allowed(mapping))
+    ).filter(automatic_retry_allowed(mapping)).filter(
+        Q(retry_after_until__isnull=True) | Q(retry_after_until__lte=timezone.now()))
     with transaction.atomic():
         runs, _queued = retries_queue(failures, trigger=Trigger.REPLAY, resolution=Resolution.REPLAY, parent=run)
     return runs[0] if runs else None

@@ -166,8 +166,9 @@ def test_automated_replay_retries_only_what_still_fails_up_to_n_attempts(make_ma
 
 def test_automated_replay_recovers_the_root_when_the_failure_was_ephemeral(make_mapping, make_connection,
                                                                         execute_queued):
-    # Target calls: 1 check, 2 write of record 1, 3 write of record 2 (rate limited); the replay: 4 check, 5 write.
-    target = make_connection("Bursty", faults={"operations": ["write"], "rate_limit_every": 3, "retry_after": 1})
+    # Target calls: 1 check, 2 write of record 1, 3 write of record 2 (503); the replay: 4 check, 5 write. A 503
+    # without Retry-After: one with it is replayed by the sweeper once it has passed, not at once (tests/faults/).
+    target = make_connection("Bursty", faults={"operations": ["write"], "fail_calls": [3], "failure_kind": "503"})
     mapping = make_mapping(target=target, automated_replay=True, replay_attempts=3, match_keys=[], batch_size=1)
     seed_records(mapping.source_connection, "contacts", [person(1), person(2)])
 
