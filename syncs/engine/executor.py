@@ -13,6 +13,7 @@ import logging
 import time
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
@@ -199,7 +200,18 @@ class RunExecutor:
         return link_id in self.conflicted_links or link_id in self._conflicted_before
 
     def crashed(self, exc):
-        """A bug must not leave the run "running" forever: a system error of category unknown."""
+        """A bug must not leave the run "running" forever: a system error of category unknown.
+
+        Losing the database (a dropped connection, a failover) is no bug of the run: the error is raised again
+        and the task ends like a killed worker's. A system error written on a fresh connection would stop the
+        run for good with its batch half done; instead the heartbeats stop, and another worker or the reaper
+        takes the work over, doing the unfinished batch again from scratch (RecordLink and the match keys keep
+        it from writing anything twice).
+        """
+        if isinstance(exc, OperationalError | InterfaceError):
+            logging.getLogger("resync.sync").warning("run_lost_database", extra={"event": "run_lost_database"})
+            self.held.close()
+            raise exc
         logging.getLogger("resync.sync").exception("run_crashed", extra={"event": "run_crashed"})
         self.book.system_error(ConnectorError(
             ErrorCategory.UNKNOWN, "The sync stopped on an unexpected internal error", code="internal_error",
