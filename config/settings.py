@@ -157,6 +157,13 @@ RESYNC_CSP_PATHS = {
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# Failed logins (the browser's and the admin's, accounts.forms): this many attempts at one username from one client
+# address within the window lock that pair for the lockout; this many failures from one address, whatever the
+# usernames, lock the address. Counted in the cache: set CACHE_URL to Redis when several processes serve logins.
+RESYNC_LOGIN_FAILURES = env.int("RESYNC_LOGIN_FAILURES", default=5)
+RESYNC_LOGIN_ADDRESS_FAILURES = env.int("RESYNC_LOGIN_ADDRESS_FAILURES", default=50)
+RESYNC_LOGIN_WINDOW = env.int("RESYNC_LOGIN_WINDOW", default=15 * 60)
+RESYNC_LOGIN_LOCKOUT = env.int("RESYNC_LOGIN_LOCKOUT", default=15 * 60)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -180,11 +187,11 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "config.api.StrictFilterBackend",
         "config.api.StableOrderingFilter",
     ],
     "DEFAULT_PAGINATION_CLASS": "config.api.StandardPagination",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.openapi.ResyncAutoSchema",
     "EXCEPTION_HANDLER": "config.api.problem_exception_handler",
     # Throttling counts in the cache, atomically (accounts.throttling): set CACHE_URL to Redis when several
     # processes serve the API, so they share one count.
@@ -217,11 +224,13 @@ SPECTACULAR_SETTINGS = {
         "TriggerEnum": "syncs.models.Trigger",
         "ResolutionEnum": "syncs.models.Resolution",
         "BulkActionKindEnum": "syncs.models.BulkActionKind",
+        "FixKindEnum": "syncs.fixes.KINDS",
         "AlertLevelEnum": "notifications.models.Level",
         "ChannelKindEnum": "notifications.models.ChannelKind",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.allow_empty_query_values",
         "config.api.add_problem_responses",
     ],
 }
