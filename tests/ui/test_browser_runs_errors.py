@@ -148,8 +148,13 @@ def test_an_operator_filters_selects_retries_and_reads_an_error(page, live_serve
     expect(page.get_by_role("main")).to_contain_text("Validation")
     axe("the retry confirmation")
     page.get_by_role("button", name=re.compile(r"^Retry \d+ errors?$")).click()
-    expect(page.locator(".messages")).to_contain_text("in the background")
+    # The action's own page follows it (the worker runs inline here, so it is done at once), and leads back.
+    expect(page.get_by_role("heading", name="Retry every matching error", level=1)).to_be_visible()
+    expect(page.locator("#bulk-action-status")).to_contain_text("Errors queued for a retry")
     assert BulkAction.objects.filter(organization=demo, kind="retry").exists()
+    axe("a bulk action's page")
+    page.locator(".breadcrumb").get_by_role("link", name="Errors").click()
+    expect(page.get_by_role("heading", name="Errors", level=1)).to_be_visible()
 
     # The groups.
     page.get_by_role("link", name="Grouped by cause").click()
