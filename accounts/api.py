@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from accounts.authentication import IsOrganizationMember, resolve_organization
 from accounts.models import ApiToken, IdempotencyRecord, Role, TokenRole
 from accounts.services import api_token_create, api_token_revoke
+from config.api import RejectUnknownFieldsMixin
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
@@ -139,7 +140,7 @@ class IdempotencyMismatch(exceptions.APIException):
 # --- tokens ------------------------------------------------------------------------------------------------------
 
 
-class ApiTokenSerializer(serializers.ModelSerializer):
+class ApiTokenSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     id = serializers.UUIDField(source="code", read_only=True)
     role = serializers.ChoiceField(choices=TokenRole.choices, default=TokenRole.MEMBER)
     is_active = serializers.BooleanField(read_only=True)

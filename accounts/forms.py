@@ -30,6 +30,7 @@ LOCKED_MESSAGE = ("Too many failed login attempts. For your security, logging in
 
 
 def _setting(name, default):
+    # Read at each attempt, so a changed setting applies at once (tests override them).
     return getattr(settings, name, default)
 
 

@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import exceptions, filters, serializers
 from rest_framework.pagination import CursorPagination, LimitOffsetPagination
 from rest_framework.response import Response
@@ -113,9 +114,46 @@ def api_not_found(request, *args, **kwargs):
 # --- pagination and ordering -------------------------------------------------------------------------------------
 
 
+# The largest offset a database accepts everywhere (a signed 32-bit integer on the strictest).
+MAX_OFFSET = 2**31 - 1
+
+
+def _query_int(request, name, *, minimum, maximum=None):
+    """A paging parameter: absent or empty means its default (None); anything but a whole number in range is a 400.
+    DRF's own paginators fall back to the default for `limit=abc` or `offset=-5`, so a typo looked like success."""
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    if not raw.isascii() or not raw.isdigit() or int(raw) < minimum or (maximum is not None and int(raw) > maximum):
+        bound = f" and at most {maximum}" if maximum is not None else ""
+        raise exceptions.ValidationError({name: [f"A whole number of at least {minimum}{bound}."]})
+    return int(raw)
+
+
+def _bounded(parameters, bounds):
+    """The paginator's documented parameters with the bounds _query_int enforces."""
+    for parameter in parameters:
+        parameter["schema"].update(bounds.get(parameter["name"], {}))
+    return parameters
+
+
 class StandardPagination(LimitOffsetPagination):
     default_limit = 50
     max_limit = 500
+
+    def get_limit(self, request):
+        # Above max_limit is capped, as documented by DRF; below 1 or not a number is refused.
+        limit = _query_int(request, self.limit_query_param, minimum=1)
+        return self.default_limit if limit is None else min(limit, self.max_limit)
+
+    def get_offset(self, request):
+        return _query_int(request, self.offset_query_param, minimum=0, maximum=MAX_OFFSET) or 0
+
+    def get_schema_operation_parameters(self, view):
+        return _bounded(super().get_schema_operation_parameters(view), {
+            self.limit_query_param: {"minimum": 1},
+            self.offset_query_param: {"minimum": 0, "maximum": MAX_OFFSET},
+        })
 
 
 class RecentFirstCursorPagination(CursorPagination):
@@ -125,6 +163,13 @@ class RecentFirstCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
     ordering = ("-created_at", "-id")
+
+    def get_page_size(self, request):
+        size = _query_int(request, self.page_size_query_param, minimum=1)
+        return self.page_size if size is None else min(size, self.max_page_size)
+
+    def get_schema_operation_parameters(self, view):
+        return _bounded(super().get_schema_operation_parameters(view), {self.page_size_query_param: {"minimum": 1}})
 
 
 class StableOrderingFilter(filters.OrderingFilter):
@@ -141,6 +186,24 @@ class StableOrderingFilter(filters.OrderingFilter):
 
 
 # --- query filters -----------------------------------------------------------------------------------------------
+
+BOOLEAN_QUERY_VALUES = {"true", "false", "1", "0"}
+
+
+class StrictFilterBackend(DjangoFilterBackend):
+    """The API's query filters (settings.REST_FRAMEWORK), refusing a boolean filter's value that is not a boolean:
+    django-filter reads `?is_active=yes` or `?is_active=-1` as no filter at all, so the answer looked filtered."""
+
+    def get_filterset(self, request, queryset, view):
+        filterset = super().get_filterset(request, queryset, view)
+        if filterset is not None:
+            errors = {name: ["Must be true or false."] for name, definition in filterset.filters.items()
+                      if isinstance(definition, django_filters.BooleanFilter)
+                      and request.query_params.get(name, "").lower() not in BOOLEAN_QUERY_VALUES | {""}}
+            if errors:
+                raise exceptions.ValidationError(errors)
+        return filterset
+
 
 
 class UtcDateTimeField(django_filters.fields.IsoDateTimeField):
@@ -163,17 +226,51 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
 # --- serializer pieces of more than one app ----------------------------------------------------------------------
 
 
+def _json_type_error(field, value):
+    """Why `value` is not of the JSON type `field` documents, or None. DRF converts quietly: 5 becomes "5" for a
+    string, "true" or 1 True for a boolean, "7" 7 for an integer, an integer a UUID; the schema promises one
+    type, and a client sending another has a bug it should hear about."""
+    if value is None or field.read_only:
+        return None  # null is the field's own business (allow_null)
+    if isinstance(field, serializers.ListField) and isinstance(value, list):
+        errors = {i: error for i, item in enumerate(value) if (error := _json_type_error(field.child, item))}
+        return next(iter(errors.values()), None)
+    if isinstance(field, serializers.DictField) and isinstance(value, dict):
+        return next((error for item in value.values() if (error := _json_type_error(field.child, item))), None)
+    if isinstance(field, (serializers.CharField, serializers.UUIDField, serializers.DateTimeField,
+                          serializers.DateField, serializers.TimeField)) and not isinstance(value, str):
+        return "Must be a string."
+    if isinstance(field, serializers.BooleanField) and not isinstance(value, bool):
+        return "Must be true or false."
+    if isinstance(field, serializers.IntegerField) and (isinstance(value, bool) or not isinstance(value, int)):
+        return "Must be a whole number."
+    if isinstance(field, serializers.FloatField) and (isinstance(value, bool) or not isinstance(value, int | float)):
+        return "Must be a number."
+    return None
+
+
 class RejectUnknownFieldsMixin:
     """A key the serializer does not know is an error, not silently dropped: a typo must not look like success.
+    So is a value of another JSON type than the schema says (a number for a string, "true" for a boolean).
 
-    Read-only fields are accepted (and ignored), so the body of a GET can be sent back as a PUT.
+    Read-only fields are accepted (and ignored), so the body of a GET can be sent back as a PUT. The schema says
+    the same: request bodies of these serializers have additionalProperties false (config.openapi).
     """
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            errors = {name: ["Unknown field."] for name in sorted(set(data) - set(self.fields))}
+            for name, field in self.fields.items():
+                if name in data and (error := _json_type_error(field, data[name])):
+                    errors[name] = [error]
+            if errors:
+                # Every other problem of the body too, as a 400 always lists them.
+                try:
+                    super().to_internal_value({k: v for k, v in data.items() if k not in errors})
+                except serializers.ValidationError as exc:
+                    detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+                    errors = {**detail, **errors}
+                raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
 
@@ -222,6 +319,7 @@ class PlanEntrySerializer(serializers.Serializer):
 
 # --- OpenAPI -----------------------------------------------------------------------------------------------------
 
+
 PROBLEM_SCHEMA = {
     "type": "object",
     "properties": {
@@ -249,9 +347,34 @@ DOCUMENTED_ERRORS = {
 }
 
 
+def allow_empty_query_values(result, generator, request, public):
+    """Postprocessing hook: an optional query parameter sent empty (`?since=`, as an HTML form sends a blank
+    input) means the parameter is not given, for every filter (django-filter), ordering and paging parameter: the
+    schema says so (allowEmptyValue), instead of refusing an empty date or UUID the server accepts. Free-text
+    parameters refuse the NUL character, as Django's form fields do."""
+    for path_item in result.get("paths", {}).values():
+        for operation in path_item.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else ():
+                schema = parameter.get("schema", {})
+                # Not ordering: DRF's OrderingFilter ignores what it does not know, NUL included.
+                if (parameter.get("in") == "query" and schema.get("type") == "string"
+                        and parameter.get("name") != "ordering" and not {"format", "enum", "pattern"} & set(schema)):
+                    schema["pattern"] = "^[^\\x00]*$"
+                # Not a list (status=open&status=failed): an empty one is an empty choice, which is refused.
+                if (parameter.get("in") == "query" and not parameter.get("required")
+                        and parameter.get("schema", {}).get("type") != "array"):
+                    parameter["allowEmptyValue"] = True
+    return result
+
+
 def add_problem_responses(result, generator, request, public):
     """Postprocessing hook: every operation documents its problem-JSON error answers."""
     components = result.setdefault("components", {}).setdefault("schemas", {})
+    # A serializer named ProblemSerializer would silently lose its shape to this one (it happened: mapping
+    # validation's problems were documented as problem documents).
+    if components.get("Problem", PROBLEM_SCHEMA) != PROBLEM_SCHEMA:
+        raise ValueError("A serializer's component is named Problem, the name of the problem-JSON document: rename "
+                         "it (extend_schema_serializer(component_name=...)).")
     components["Problem"] = PROBLEM_SCHEMA
     content = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path_item in result.get("paths", {}).values():

@@ -18,7 +18,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from accounts.api import IDEMPOTENCY_HEADER, TenantRelatedField, TenantViewSetMixin, idempotent
-from config.api import PROBLEM_CONTENT_TYPE, RecentFirstCursorPagination, problem
+from config.api import PROBLEM_CONTENT_TYPE, RecentFirstCursorPagination, RejectUnknownFieldsMixin, problem
 from integrations.connectors import PROVIDER_CHOICES
 from integrations.connectors.base import FieldType
 from integrations.crypto import CredentialsDecryptionError
@@ -84,7 +84,7 @@ def _validate_credentials(value):
 # --- serializers -------------------------------------------------------------------------------------------------
 
 
-class ConnectionSerializer(serializers.ModelSerializer):
+class ConnectionSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     id = serializers.UUIDField(source="code", read_only=True)
     provider = serializers.ChoiceField(
         choices=PROVIDER_CHOICES, help_text="The external system: a key of the connector registry. Fixed once created."
@@ -160,7 +160,7 @@ class ReconnectedConnectionSerializer(ConnectionSerializer):
         read_only_fields = fields
 
 
-class ReconnectSerializer(serializers.Serializer):
+class ReconnectSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     credentials = _credentials_field("New credentials, write-only and stored encrypted. Omit to keep the current ones.")
 
     def validate_credentials(self, value):
@@ -444,7 +444,7 @@ def _webhook_secret_field(help_text):
                                  help_text=help_text)
 
 
-class WebhookEndpointSerializer(serializers.ModelSerializer):
+class WebhookEndpointSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     id = serializers.UUIDField(source="code", read_only=True)
     connection = TenantRelatedField(
         Connection, help_text="The id of the connection whose system sends the events. Fixed once created."
@@ -496,7 +496,7 @@ class WebhookEndpointWithSecretSerializer(WebhookEndpointSerializer):
     )
 
 
-class WebhookSecretRotationSerializer(serializers.Serializer):
+class WebhookSecretRotationSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     keep_old = serializers.BooleanField(
         default=True,
         help_text="Keep accepting the current secret(s) until POST drop-old-secrets, so the sender can switch "

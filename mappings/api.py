@@ -4,7 +4,6 @@ Registered in config.api_urls through ROUTES and URLS. Serializers check types; 
 shapes, transforms, schedules, one organization) is checked in mappings.services, where every caller passes.
 """
 
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import exceptions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -13,7 +12,13 @@ from rest_framework.response import Response
 
 from accounts.api import IDEMPOTENCY_HEADER, TenantRelatedField, TenantViewSetMixin, idempotent
 from accounts.models import Role
-from config.api import PlanEntrySerializer, RejectUnknownFieldsMixin, RunCountsSerializer, StableOrderingFilter
+from config.api import (
+    PlanEntrySerializer,
+    RejectUnknownFieldsMixin,
+    RunCountsSerializer,
+    StableOrderingFilter,
+    StrictFilterBackend,
+)
 from integrations.models import Connection
 from mappings.filtersets import MappingFilterSet
 from mappings.models import FieldMapping, Mapping
@@ -159,7 +164,9 @@ class MappingSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
             raise serializers.ValidationError(dict(_flat_errors(exc.detail))) from None
 
 
-class ProblemSerializer(serializers.Serializer):
+# One problem of a mapping's validation. Not named ProblemSerializer: its component would be "Problem", the name of
+# the problem-JSON document every error answer is (config.api), and one would replace the other in the schema.
+class MappingProblemSerializer(serializers.Serializer):
     field = serializers.CharField(read_only=True, help_text='Where, like "field_mappings[2].target_field".')
     code = serializers.CharField(read_only=True)
     message = serializers.CharField(read_only=True)
@@ -167,7 +174,7 @@ class ProblemSerializer(serializers.Serializer):
 
 class MappingValidationSerializer(serializers.Serializer):
     valid = serializers.BooleanField(read_only=True)
-    problems = ProblemSerializer(many=True, read_only=True)
+    problems = MappingProblemSerializer(many=True, read_only=True)
 
 
 class RunRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -231,7 +238,7 @@ class MappingViewSet(TenantViewSetMixin, viewsets.ModelViewSet):
     tenant_model = Mapping
     serializer_class = MappingSerializer
     filterset_class = MappingFilterSet
-    filter_backends = [DjangoFilterBackend, SearchFilter, StableOrderingFilter]
+    filter_backends = [StrictFilterBackend, SearchFilter, StableOrderingFilter]
     search_fields = ["name"]
     ordering_fields = ["name", "created_at", "updated_at", "last_successful_sync_at"]
     ordering = ["name", "id"]
