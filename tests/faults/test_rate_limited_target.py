@@ -8,12 +8,13 @@ few seconds ago (its real period is minutes, far longer than a Retry-After). Nob
 
 Asserted: no call about a record is sent again, to the same endpoint, sooner than the Retry-After of the refusal
 before it (measured at the server, 50 ms of tolerance); in the end every record is in the target exactly once;
-no error of a retryable category is left failed for good. Slow: about a minute.
+no error of a retryable category is left failed for good. Slow: about a minute and a half.
 
-Found by it: a run stopped at its start because the target asked to be called later (its check answered 429 or
-503 with Retry-After, in-request retries and all) counted towards the mapping's auto-pause, so a throttled target
-paused the mapping after five such runs and every record waited for a person. Such runs no longer count; the
-quick tests below keep it so.
+Found by it: automated replay took a run's rate-limited failures the moment the run finished and wrote them
+again within their Retry-After (it now leaves them to the sweeper); and a run stopped at its start because the
+target asked to be called later (its check answered 429 or 503 with Retry-After, in-request retries and all)
+counted towards the mapping's auto-pause, so a throttled target paused the mapping after five such runs and
+every record waited for a person (such runs no longer count). The quick tests below keep both so.
 """
 
 import random
@@ -28,7 +29,7 @@ from integrations.models import Connection
 from syncs.models import UNRESOLVED_ERROR_STATUSES, ErrorStatus, LinkStatus, RecordError, RecordLink, RunStatus, SyncRun
 from syncs.pause import pause_after_failed_runs
 from syncs.tasks import run_scheduled_mapping, sweep_retries
-from tests.faults.targets import SECRET, early_retries, serve_misbehaving
+from tests.faults.targets import SECRET, Call, early_retries, serve_misbehaving
 from tests.syncs.helpers import person, run_mapping
 
 RECORDS = 60
@@ -61,8 +62,10 @@ def test_a_rate_limited_target_is_never_called_again_too_early_and_gets_every_re
 ):
     replay = f"(RESYNC_FAULT_SEED={fault_seed} replays this)"
     settings.RESYNC_ALLOW_PRIVATE_URLS = True
-    # In-request retries as in production, only shorter: each waits at least the Retry-After anyway.
-    settings.RESYNC_HTTP_RETRY_DELAYS = [0.2, 0.2, 0.2]
+    # One in-request retry (production makes three): each waits at least the Retry-After anyway, and with fewer
+    # of them more refusals reach the split writes, the retry schedule and automated replay, whose waits are
+    # what this test is about.
+    settings.RESYNC_HTTP_RETRY_DELAYS = [0.2]
     target = Connection(organization=org, name="Throttled CRM", provider="connector_service",
                         config={"url": throttled.url})
     target.credentials = {"signing_secret": SECRET}
@@ -171,3 +174,15 @@ def test_automated_replay_leaves_records_the_target_asked_to_wait_for_to_the_swe
     assert (error.category, error.status) == ("rate_limit", ErrorStatus.RETRY_SCHEDULED)
     assert error.next_retry_at >= error.retry_after_until
     assert not SyncRun.objects.filter(mapping=mapping, trigger="replay").exists()
+
+
+def test_early_retries_are_measured_per_endpoint_and_record_from_the_refusal_before():
+    calls = [
+        Call(0.0, "PUT", "/v1/data", ("a", "b"), status=429, retry_after=2),
+        Call(0.5, "POST", "/v1/data/find", ("a",)),  # another endpoint: not the same request
+        Call(1.0, "PUT", "/v1/data", ("b",)),  # 1 s early
+        Call(2.0, "PUT", "/v1/data", ("a",), status=503, retry_after=1),  # on time, refused again
+        Call(2.99, "PUT", "/v1/data", ("a",)),  # within the tolerance
+    ]
+
+    assert early_retries(calls) == [{"call": "PUT /v1/data", "record": "b", "too_early_by": 1.0}]
