@@ -12,8 +12,8 @@ records, one kill each, would take over ten minutes; one run cannot absorb 20 ki
 worker took the work up again. So the kills go to consecutive runs, each a new mapping into its own fresh table
 (every one of its 10,000 records a create): a kill lands a random 0.2 to 2.5 seconds (seeded) after a worker
 has taken up the work again, and when a run finishes the next one starts. That is 20 kills at random points of
-about three runs, each run killed six or seven times, in about three minutes. RESYNC_FAULT_SEED=<seed> replays
-the same delays (the machine's speed still moves where exactly they land).
+three to five runs (as fast as the machine is), each killed four to seven times, in one to three minutes.
+RESYNC_FAULT_SEED=<seed> replays the same delays (the machine's speed still moves where exactly they land).
 
 The reaper runs as in production, only more often: the test calls the reaper task (syncs.tasks.reap_runs) every
 second instead of its one-minute schedule, with the heartbeat threshold shortened to 3 seconds for the test and
