@@ -13,7 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 # The modules that hold the browser UI's routes (config/urls.py includes them); the API, the admin, webhooks and
 # the sandbox are not pages.
-UI_URLCONFS = ("syncs.urls", "integrations.urls_ui", "mappings.urls_ui", "accounts.urls")
+UI_URLCONFS = ("syncs.urls", "integrations.urls_ui", "mappings.urls_ui", "accounts.urls", "notifications.urls_ui")
 
 
 @dataclasses.dataclass
@@ -105,6 +105,26 @@ class OrgObjects:
 
         return KINDS[0] if KINDS else None
 
+    def _channel(self):
+        from notifications.models import Channel
+
+        return Channel.objects.for_org(self.org).order_by("created_at", "pk").first()
+
+    def _rule(self):
+        from notifications.models import Rule
+
+        return Rule.objects.for_org(self.org).order_by("created_at", "pk").first()
+
+    def _alert(self):
+        from notifications.models import Alert
+
+        return Alert.objects.for_org(self.org).order_by("-notifications", "pk").first()
+
+    def _delivery(self):
+        from notifications.models import Delivery
+
+        return Delivery.objects.for_org(self.org).order_by("-attempts", "pk").first()
+
     def _record(self):
         from syncs.models import RecordLink
 
@@ -120,6 +140,11 @@ CODE_RULES = (
     ("mapping", "mapping"),
     ("run", "run"),
     ("error", "error"),
+    # Settings → Notifications ("notifications:channel_detail"...): no earlier word is in these names.
+    ("channel", "channel"),
+    ("rule", "rule"),
+    ("alert", "alert"),
+    ("delivery", "delivery"),
 )
 
 

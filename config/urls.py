@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/", include("config.api_urls")),
     path("connections/", include("integrations.urls_ui")),
     path("mappings/", include("mappings.urls_ui")),
+    path("settings/notifications/", include("notifications.urls_ui")),
     path("", include("accounts.urls")),
     path("", include("syncs.urls")),
 ]

@@ -18,7 +18,17 @@ from integrations.connectors.base import WEBHOOK_SECRET_PREFIX, webhook_secret_k
 from integrations.errors import ConnectorError
 from integrations.webhooks import webhook_secret_generate
 from notifications.deliveries import channel_disable, deliveries_queue
-from notifications.models import Channel, ChannelKind, Condition, DeliveryEvent, Level, Rule, Scope
+from notifications.models import (
+    Alert,
+    AlertState,
+    Channel,
+    ChannelKind,
+    Condition,
+    DeliveryEvent,
+    Level,
+    Rule,
+    Scope,
+)
 from notifications.senders import active_signing_secrets
 from syncs.events import log_event
 
@@ -260,7 +270,8 @@ def _rule_clean(rule, channels):
     for channel in channels:
         if channel.organization_id != organization.pk:
             raise ValidationError({"channels": "No channel with this id."})
-    if not channels and not rule.customer_facing:
+    # A disabled rule tells no one anyway: it may lose its last channel (deleted) and still be switched off.
+    if not channels and not rule.customer_facing and rule.is_enabled:
         raise ValidationError({"channels": "Choose at least one channel: a rule that sends nowhere tells no one."})
 
 
@@ -278,19 +289,46 @@ def rule_create(*, organization, channels=(), **fields):
     return rule
 
 
-def rule_update(*, rule, channels=None, **fields):
+# A change to any of these makes the rule watch something else: its firing alerts were about the old one.
+RULE_IDENTITY_FIELDS = ("condition", "scope", "connection_id", "mapping_id")
+
+
+def rule_update(*, rule, channels=None, now=None, **fields):
+    """Change a rule. Disabling it, or making it watch another condition or scope, closes its firing alerts:
+    nothing evaluates a disabled rule, nor an old subject of a changed one, so they would otherwise fire forever."""
     unknown = set(fields) - set(RULE_FIELDS)
     if unknown:
         raise TypeError(f"unknown rule fields: {sorted(unknown)}")
+    before = {name: getattr(rule, name) for name in ("is_enabled", *RULE_IDENTITY_FIELDS)}
     for name, value in fields.items():
         setattr(rule, name, value)
     channels = list(rule.channels.all()) if channels is None else list(channels)
     _rule_clean(rule, channels)
+    if before["is_enabled"] and not rule.is_enabled:
+        reason = "the rule was disabled"
+    elif any(before[name] != getattr(rule, name) for name in RULE_IDENTITY_FIELDS):
+        reason = "the rule now watches another condition or scope"
+    else:
+        reason = None
     with transaction.atomic():
         rule.save()
         rule.channels.set(channels)
-    log_event("notification_rule_updated", rule=str(rule.code))
+        closed = _rule_alerts_close(rule, reason=reason, now=now or timezone.now()) if reason else 0
+    log_event("notification_rule_updated", rule=str(rule.code), alerts_closed=closed)
     return rule
+
+
+def _rule_alerts_close(rule, *, reason, now):
+    """Resolve the rule's firing alerts without a recovery notice (the condition may well still hold: telling the
+    channels it cleared would be false); each alert says why it was closed. Returns how many."""
+    alerts = list(Alert.objects.select_for_update().filter(rule=rule, state=AlertState.FIRING))
+    for alert in alerts:
+        alert.state, alert.resolved_at, alert.updated_at = AlertState.RESOLVED, now, now
+        alert.details = {**alert.details, "closed_reason": f"Closed without a recovery notice: {reason}."}
+    Alert.objects.bulk_update(alerts, ["state", "resolved_at", "updated_at", "details"])
+    for alert in alerts:
+        log_event("notification_alert_closed", alert=str(alert.code), rule=str(rule.code), reason=reason)
+    return len(alerts)
 
 
 def rule_delete(*, rule):
