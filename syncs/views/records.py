@@ -9,9 +9,6 @@ queries whatever it shows: the page's record keys, their links, the mappings the
 The actions call what the API's call: `record_resync` and `records_resync_unsynced` (syncs.record_status).
 """
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 
 from django.contrib import messages
@@ -30,6 +27,7 @@ from mappings.models import Mapping
 from syncs.models import ErrorStatus, LinkStatus, RecordLink, SyncRun
 from syncs.record_forms import RecordStatusFilters, ResyncRowForm, ResyncUnsyncedForm
 from syncs.record_status import record_resync, records_resync_unsynced, sync_status_counts
+from syncs.views.paging import cursor_decode, cursor_encode
 
 ROWS_PER_PAGE = 50
 UNSYNCED = (LinkStatus.FAILED, LinkStatus.PENDING)
@@ -51,17 +49,9 @@ class RowsPage:
     previous: str | None
 
 
-def _encode(key):
-    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
-
-
 def _decode(cursor):
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        return None
-    if not (isinstance(key, list) and len(key) == 3 and isinstance(key[0], int)
-            and all(isinstance(part, str) for part in key[1:])):
+    key = cursor_decode(cursor)
+    if not (key and len(key) == 3 and isinstance(key[0], int) and all(isinstance(part, str) for part in key[1:])):
         return None
     return tuple(key)
 
@@ -92,8 +82,8 @@ def rows_page(links, *, after=None, before=None, size=ROWS_PER_PAGE):
         rows = list(keys.filter(_beyond(position, "lt")).order_by(*backwards)[:size + 1])
         more_next, more_previous = True, len(rows) > size
         rows = rows[:size][::-1]
-    return RowsPage(keys=rows, next=_encode(rows[-1]) if rows and more_next else None,
-                    previous=_encode(rows[0]) if rows and more_previous else None)
+    return RowsPage(keys=rows, next=cursor_encode(*rows[-1]) if rows and more_next else None,
+                    previous=cursor_encode(*rows[0]) if rows and more_previous else None)
 
 
 def status_table(organization, keys):

@@ -8,7 +8,6 @@ against the target's schema: its refusal, keyed by field, is shown next to each 
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Q
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -30,40 +29,12 @@ from syncs.models import (
 from syncs.review import error_edit_and_retry, error_ignore, review_queue
 from syncs.review_forms import CorrectionForm, RetryOptionsForm, ReviewQueueFilters
 from syncs.views.errors import snapshot_rows
-from syncs.views.paging import PAGE_SIZE, KeysetPage, _decode, _encode, count_up_to
+from syncs.views.paging import PAGE_SIZE, count_up_to, keyset_page
 
 # How often an item's page asks how its retry went, while the retry is under way.
 POLL_SECONDS = 2
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 QUEUE_PAGE_SIZE = PAGE_SIZE
-
-
-def oldest_first_page(queryset, *, after=None, before=None, size=PAGE_SIZE):
-    """A keyset page of the queue ordered by (created_at, pk), oldest first: a queue is worked from its head.
-
-    The cursors are those of syncs.views.paging, whose pages run newest first; here `after` leads to newer
-    rows (the queue's later items) and `before` back to older ones.
-    """
-    position = _decode(after or before or "")
-    ordered = queryset.order_by("created_at", "pk")
-    if position is None:
-        rows = list(ordered[:size + 1])
-        more_later, more_earlier = len(rows) > size, False
-        rows = rows[:size]
-    elif after:
-        moment, pk = position
-        rows = list(ordered.filter(Q(created_at__gt=moment) | Q(created_at=moment, pk__gt=pk))[:size + 1])
-        more_later, more_earlier = len(rows) > size, True
-        rows = rows[:size]
-    else:
-        moment, pk = position
-        rows = list(queryset.order_by("-created_at", "-pk")
-                    .filter(Q(created_at__lt=moment) | Q(created_at=moment, pk__lt=pk))[:size + 1])
-        more_later, more_earlier = True, len(rows) > size
-        rows = rows[:size][::-1]
-    later = _encode(rows[-1].created_at, rows[-1].pk) if rows and more_later else None
-    earlier = _encode(rows[0].created_at, rows[0].pk) if rows and more_earlier else None
-    return KeysetPage(rows=rows, older=later, newer=earlier)
 
 
 @org_required
@@ -79,8 +50,9 @@ def review_queue_view(request):
                 queue = queue.filter(mapping=mapping)
         else:
             queue = queue.none()
-    page = oldest_first_page(queue, after=request.GET.get("after"), before=request.GET.get("before"),
-                             size=QUEUE_PAGE_SIZE)
+    # A queue is worked from its head: oldest first.
+    page = keyset_page(queue, field="created_at", after=request.GET.get("after"), before=request.GET.get("before"),
+                       size=QUEUE_PAGE_SIZE, newest_first=False)
     query = request.GET.copy()
     for name in ("after", "before"):
         query.pop(name, None)
