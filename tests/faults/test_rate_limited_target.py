@@ -62,10 +62,10 @@ def test_a_rate_limited_target_is_never_called_again_too_early_and_gets_every_re
 ):
     replay = f"(RESYNC_FAULT_SEED={fault_seed} replays this)"
     settings.RESYNC_ALLOW_PRIVATE_URLS = True
-    # One in-request retry (production makes three): each waits at least the Retry-After anyway, and with fewer
-    # of them more refusals reach the split writes, the retry schedule and automated replay, whose waits are
-    # what this test is about.
-    settings.RESYNC_HTTP_RETRY_DELAYS = [0.2]
+    # Production's three in-request retries, shorter: each waits at least the Retry-After anyway. With only one,
+    # records refused at 80% run out of their three retries (a refusal with Retry-After counts as an attempt):
+    # RESYNC_FAULT_SEED=424514 exhausted 20 of 60 that way.
+    settings.RESYNC_HTTP_RETRY_DELAYS = [0.2, 0.2, 0.2]
     target = Connection(organization=org, name="Throttled CRM", provider="connector_service",
                         config={"url": throttled.url})
     target.credentials = {"signing_secret": SECRET}
