@@ -17,7 +17,10 @@ from accounts.management.commands.demo import PASSWORD, USERNAME
 from accounts.models import Organization
 from config.ui_pages import ui_pages
 from mappings.models import Mapping
-from syncs.models import BulkAction, BulkActionKind, BulkActionStatus, RecordError
+from notifications.alerts import notify_run_finished
+from notifications.models import ChannelKind, Condition
+from notifications.services import channel_create, rule_create
+from syncs.models import BulkAction, BulkActionKind, BulkActionStatus, RecordError, RunStatus, SyncRun
 from tests.ui.conftest import sync_history
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,6 +46,10 @@ def demo():
     error.save()
     BulkAction.objects.create(organization=demo, kind=BulkActionKind.RETRY, status=BulkActionStatus.SUCCEEDED,
                               selection={"filter": {}}, summary={"queued": 0, "runs": [], "skipped": {}})
+    # Settings → Notifications' pages: a channel, a rule routed to it, and the alert a failed run opened.
+    channel, _ = channel_create(organization=demo, name="Ops", kind=ChannelKind.EMAIL, recipients=["ops@example.org"])
+    rule_create(organization=demo, name="Runs failing", condition=Condition.RUN_FAILED, channels=[channel])
+    notify_run_finished(SyncRun.objects.for_org(demo).filter(status=RunStatus.FAILED).order_by("pk").first())
     return demo
 
 
@@ -93,7 +100,8 @@ def test_every_ui_page_works_under_the_policy(page, live_server, demo, violation
         assert violations() == [], ui_page.name
         visited.append(ui_page.name)
     assert {"home", "connections:list", "mappings:list", "mappings:edit", "runs", "run_detail", "errors",
-            "error_groups", "error_detail"} <= set(visited)
+            "error_groups", "error_detail", "notifications:channel_detail", "notifications:alert_detail",
+            "notifications:delivery_detail"} <= set(visited)
 
     # htmx posts (with the CSRF header) and swaps under the policy: an error's replay preview.
     error = RecordError.objects.for_org(demo).filter(snapshot_before__isnull=False).first()

@@ -12,7 +12,10 @@ from django.test.utils import CaptureQueriesContext
 from accounts.models import TokenRole
 from accounts.services import api_token_create
 from config.ui_pages import OrgObjects, ui_pages
-from syncs.models import BulkAction, BulkActionKind, BulkActionStatus, RecordError, SyncBatch
+from notifications.alerts import notify_run_finished
+from notifications.models import Alert, AlertState, ChannelKind, Condition
+from notifications.services import channel_create, channel_send_test, rule_create
+from syncs.models import BulkAction, BulkActionKind, BulkActionStatus, RecordError, RunStatus, SyncBatch, SyncRun
 
 CEILING = 40
 # A page may run one or two more queries once a section it shows becomes non-empty (a second page link, a
@@ -21,13 +24,27 @@ SLACK = 2
 
 # The pages that must be among those found: if discovery broke, the test would otherwise pass on nothing.
 MAIN_PAGES = {"home", "runs", "run_detail", "errors", "error_groups", "error_detail", "connections:list",
-              "connections:detail", "mappings:list", "mappings:edit", "mappings:detail", "login"}
+              "connections:detail", "mappings:list", "mappings:edit", "mappings:detail", "login",
+              "notifications:channels", "notifications:channel_detail", "notifications:rules",
+              "notifications:alerts", "notifications:alert_detail", "notifications:delivery_detail"}
 
 
 def bulk_action(org, status=BulkActionStatus.SUCCEEDED):
     return BulkAction.objects.create(organization=org, kind=BulkActionKind.RETRY, status=status,
                                      selection={"filter": {"status": ["open"]}},
                                      summary={"retried": 3, "runs": [], "skipped": {}})
+
+
+def notifications_of(org, number):
+    """Settings → Notifications' material: a channel, a rule routed to it, and the alert a failed run opened with
+    its delivery (pending: no worker sends it here)."""
+    channel, _ = channel_create(organization=org, name=f"Ops {number}", kind=ChannelKind.EMAIL,
+                                recipients=["ops@example.org"])
+    rule = rule_create(organization=org, name=f"Run failed {number}", condition=Condition.RUN_FAILED,
+                       channels=[channel])
+    for run in SyncRun.objects.for_org(org).filter(status=RunStatus.FAILED).order_by("pk")[:1]:
+        notify_run_finished(run)
+    return channel, rule
 
 
 def query_counts(client, pages):
@@ -62,12 +79,23 @@ def grow(org, objects, history_of):
     for _ in range(10):
         bulk_action(org)
         api_token_create(organization=org, name="grown", role=TokenRole.VIEWER)
+    # More channels, rules and alerts, and more deliveries and alerts of the very channel and rule shown.
+    for number in range(1, 4):
+        notifications_of(org, number)
+    channel, rule = objects.get("channel"), objects.get("rule")
+    for _ in range(5):
+        channel_send_test(channel=channel)
+    for run in SyncRun.objects.for_org(org).filter(status=RunStatus.FAILED).order_by("pk")[:5]:
+        Alert.objects.filter(rule=rule, state=AlertState.FIRING).update(state=AlertState.RESOLVED,
+                                                                        resolved_at=run.finished_at)
+        notify_run_finished(run)
 
 
 def test_every_ui_page_renders_in_queries_that_do_not_grow_with_data(client, alice, org, history_of):
     history_of(org, "Acme")
     bulk_action(org)
     api_token_create(organization=org, name="ci", role=TokenRole.VIEWER)
+    notifications_of(org, 0)
     objects = OrgObjects(org)
     found = ui_pages(org, objects)
     skipped = [f"{page.name}: {page.skipped}" for page in found if page.skipped]
