@@ -394,6 +394,11 @@ class BatchOutcome:
         ))
         failed = set(self.failed_ids)
         direction = self.sync_pass.direction
+        # A record whose call the target refused with a Retry-After was not tried: the target asked to be called
+        # later (a rate limit, a 503 for maintenance). Counting it would let a throttled target use up every
+        # record's attempts and leave them exhausted, waiting for a person, for no fault of theirs.
+        throttled = {error.source_record_id for error in self.errors
+                     if error.level == ErrorLevel.RECORD and error.retry_after_until is not None}
         for row in rows:
             self.touched_runs.update({row.run_id, row.origin_run_id})
             if row.source_record_id not in failed:
@@ -403,7 +408,8 @@ class BatchOutcome:
                 attempts=0, first_seen_at=row.first_seen_at, origin_run_id=row.origin_run_id or row.run_id,
             ))
             # Only a record this run retried used up an attempt; a run that merely read it again did not.
-            tried = 1 if (direction, row.source_record_id) in context.retried else 0
+            tried = 1 if (direction, row.source_record_id) in context.retried and row.source_record_id not in \
+                throttled else 0
             history.attempts = max(history.attempts, row.attempts + tried)
             if row.edited_payload is not None and (history.edited_at is None or
                                                    (row.edited_at and row.edited_at > history.edited_at)):

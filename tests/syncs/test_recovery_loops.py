@@ -242,6 +242,35 @@ def test_an_exhausted_error_is_not_claimed_by_automated_replay(make_mapping, fai
     assert SyncRun.objects.filter(root=root, trigger=Trigger.REPLAY).count() == 2
 
 
+def test_a_refusal_with_retry_after_uses_up_no_attempt(make_mapping, make_connection, execute_queued, no_sleep):
+    # A throttled target (every write answered 429 with Retry-After) must not exhaust the records it throttles:
+    # it asked to be called later, and the records get that, however often it asks.
+    target = make_connection("CRM", faults={"operations": ["write"], "rate_limit_every": 1, "retry_after": 120})
+    mapping = make_mapping(target=target, match_keys=[], error_strategy="retry", max_retries=2)
+    seed_records(mapping.source_connection, "contacts", [person(1), person(2)])
+
+    with time_machine.travel(T0, tick=False) as clock:
+        with execute_queued():
+            run_mapping(mapping)
+        for _ in range(5):  # more retries than the budget of 2 allows
+            clock.shift(timedelta(minutes=31))
+            with execute_queued():
+                retries_sweep()
+        open_errors = record_errors().exclude(status=ErrorStatus.RESOLVED)
+        assert open_errors.count() == 2
+        assert set(open_errors.values_list("category", "status", "attempts")) == {
+            ("rate_limit", ErrorStatus.RETRY_SCHEDULED, 0)}
+        assert SyncRun.objects.filter(mapping=mapping, trigger=Trigger.RETRY).count() >= 3
+
+        set_faults(target)  # the target has room again
+        clock.shift(timedelta(minutes=31))
+        with execute_queued():
+            retries_sweep()
+
+    assert emails(target) == ["person1@example.com", "person2@example.com"]
+    assert not record_errors().exclude(status=ErrorStatus.RESOLVED).exists()
+
+
 def test_an_outage_at_the_start_of_a_retry_costs_no_attempt(make_mapping, failing_target, execute_queued):
     mapping = make_mapping(target=failing_target, match_keys=[], error_strategy="retry")
     seed_records(mapping.source_connection, "contacts", [person(n) for n in range(3)])
