@@ -14,6 +14,7 @@ from datetime import timedelta
 from urllib.parse import urlencode, urlsplit
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
@@ -407,8 +408,12 @@ def alert_detail(request, code):
     deliveries = list(_with_attempts(alert.deliveries.order_by("-created_at", "-id"))[:PAGE_SIZE])
     counts = [(name.replace("_", " ").capitalize(), value)
               for name, value in (alert.details.get("counts") or {}).items()]
+    # Messages carry absolute links (RESYNC_PUBLIC_URL); on this page the link stays on the host being browsed.
+    link, base = alert.details.get("link", ""), settings.RESYNC_PUBLIC_URL.rstrip("/")
+    if base and link.startswith(f"{base}/"):
+        link = link.removeprefix(base)
     return render(request, "notifications/alert_detail.html", _context(
-        request, "alerts", alert=alert, deliveries=deliveries, counts=counts,
+        request, "alerts", alert=alert, deliveries=deliveries, counts=counts, link=link,
         deliveries_url=f"{reverse('notifications:deliveries')}?{urlencode({'alert': alert.code})}"))
 
 
