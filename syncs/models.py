@@ -433,6 +433,11 @@ class BulkAction(TenantModel):
     `selection` is what the request named, as it named it: {"filter": {...}} (the errors list's query) or
     {"ids": [primary keys]}; `options` the action's own (force, note). `summary` is the answer the synchronous
     action would have given, filled in when the worker is done.
+
+    A worker does it a mapping at a time, each step in one transaction with its checkpoint (`progress`: the last
+    mapping done and the summary so far), beating `heartbeat_at`. A worker that dies loses at most the step it
+    was in (rolled back with it); the reaper hands the action to another worker, which claims it under a new
+    `claim_token` and goes on after the checkpoint. A worker whose token is no longer the action's stops.
     """
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -445,11 +450,19 @@ class BulkAction(TenantModel):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="The last sign of life of its worker.")
+    claim_token = models.UUIDField(null=True, blank=True, editable=False,
+                                   help_text="The worker carrying it out; a takeover gives it a new one.")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker took it.")
+    progress = models.JSONField(default=dict, blank=True,
+                                help_text='The checkpoint: {"after_mapping": pk, "summary": {...}} of the steps done.')
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["organization", "-created_at"], name="bulk_action_org_recent_idx"),
+            # The reaper, every minute: queued or running actions, by their worker's last sign of life.
+            models.Index(fields=["status", "heartbeat_at"], name="bulk_action_status_idx"),
         ]
 
     def __str__(self):

@@ -54,7 +54,10 @@ def sweep_retries():
 
 
 def reap_runs():
-    """Every minute (schedule "resync: reaper"): re-queue runs whose heartbeat stopped or whose task was lost."""
-    from syncs.reaper import runs_reap
+    """Every minute (schedule "resync: reaper"): re-queue runs and bulk actions whose heartbeat stopped or whose
+    task was lost. Returns the runs re-queued."""
+    from syncs.reaper import bulk_actions_reap, runs_reap
 
-    return runs_reap()
+    runs = runs_reap()
+    bulk_actions_reap()
+    return runs
