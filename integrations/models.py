@@ -182,6 +182,9 @@ class WebhookEvent(TenantModel):
     record_ids = models.JSONField(default=list, blank=True)
     runs = models.ManyToManyField("syncs.SyncRun", blank=True, related_name="webhook_events")
     attempts = models.PositiveSmallIntegerField(default=0, help_text="How many times the event was processed.")
+    processing_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the worker processing it took it: a processing event this old is a "
+                                         "dead worker's, and is processed again (integrations.webhooks).")
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

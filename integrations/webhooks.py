@@ -15,8 +15,8 @@ import uuid
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -256,94 +256,175 @@ def webhook_body_too_large():
 # --- processing ----------------------------------------------------------------------------------------------------
 
 
+# A processing event whose worker went quiet this long is taken for a dead worker's and processed again. Processing
+# only parses the payload and queues runs (seconds); the lost-events schedule looks every 5 minutes.
+PROCESSING_STALE_AFTER = timedelta(minutes=10)
+# An event whose workers died this many times while processing it is failed, not processed again: what kills them
+# would kill the next one too. An operator's replay is still possible.
+MAX_PROCESSING_ATTEMPTS = 3
+
+
+class _TakenOver(Exception):
+    """Another worker claimed the event since this one did (this one was taken for dead): it acts no further."""
+
+
+def _claimable(now):
+    """Events a worker may claim: received, or processing by a worker that died (its claim is stale)."""
+    stale = Q(processing_started_at__lt=now - PROCESSING_STALE_AFTER) | Q(processing_started_at__isnull=True)
+    return Q(status=WebhookEventStatus.RECEIVED) | (
+        Q(status=WebhookEventStatus.PROCESSING, attempts__lt=MAX_PROCESSING_ATTEMPTS) & stale)
+
+
+def _claim(event_pk, condition, *, now):
+    """Take the event for this worker; its claim (the attempt number) or None. Under the row's lock, so the number
+    read is this claim's: the event is finished only by the claim that is still the latest."""
+    with transaction.atomic():
+        attempts = (WebhookEvent.objects.select_for_update().filter(condition, pk=event_pk)
+                    .values_list("attempts", flat=True).first())
+        if attempts is None:
+            return None
+        WebhookEvent.objects.filter(pk=event_pk).update(
+            status=WebhookEventStatus.PROCESSING, processing_started_at=now, attempts=attempts + 1)
+    return attempts + 1
+
+
 def webhook_event_process(*, event_pk):
-    """Process a received event once: claim it, then queue its webhook runs. None when it was not ours."""
-    # Nothing got updated: the event was processed already or another worker has it.
-    claimed = WebhookEvent.objects.filter(pk=event_pk, status=WebhookEventStatus.RECEIVED).update(
-        status=WebhookEventStatus.PROCESSING, attempts=F("attempts") + 1
-    )
-    if not claimed:
-        log_event("webhook_event_claim_skipped", webhook_event=event_pk)
+    """Process a received event once: claim it, then queue its webhook runs. None when it was not ours.
+
+    An event left processing by a worker that died is claimed again once its claim is PROCESSING_STALE_AFTER old.
+    Its webhook runs and its outcome are saved in one transaction, so a worker that dies in the middle leaves no
+    run behind: processing it again queues its runs once.
+    """
+    now = timezone.now()
+    claim = _claim(event_pk, _claimable(now), now=now)
+    if claim is None:
+        # Processed already, or another worker has it.
+        code = WebhookEvent.objects.filter(pk=event_pk).values_list("code", flat=True).first()
+        log_event("webhook_event_claim_skipped", webhook_event=str(code) if code else None)
         return None
-    return _process(_event_for_processing(event_pk))
+    event = _event_for_processing(event_pk)
+    if claim > 1:  # only a claim of a processing event (its worker died) comes after another
+        log_event("webhook_event_taken_over", level=logging.WARNING, webhook_event=str(event.code), attempts=claim)
+    return _process(event, claim)
 
 
 def webhook_event_replay(*, event):
     """Process a stored event again, whatever its status (an operator's action): new runs for its records."""
-    WebhookEvent.objects.filter(pk=event.pk).update(status=WebhookEventStatus.PROCESSING, attempts=F("attempts") + 1)
-    return _process(_event_for_processing(event.pk))
+    claim = _claim(event.pk, Q(), now=timezone.now())
+    return _process(_event_for_processing(event.pk), claim)
 
 
 def webhook_events_requeue_lost(*, older_than=timedelta(minutes=10), now=None):
-    """Queue processing again for events still `received` long after they arrived; returns their pks.
+    """Queue processing again for events still `received` long after they arrived, and for events left
+    `processing` by a worker that died; returns their pks. Fails events whose workers died MAX_PROCESSING_ATTEMPTS
+    times.
 
     The task is queued on commit and carries only the id, so a broker that loses it (Redis with a killed worker)
-    leaves the event received, not gone. Queuing twice is harmless: processing claims the event first.
+    leaves the event received, not gone; a worker killed while processing leaves it processing with its claim's
+    time. Queuing twice is harmless: processing claims the event first.
     """
     now = now or timezone.now()
-    pks = list(
-        WebhookEvent.objects.filter(status=WebhookEventStatus.RECEIVED, received_at__lt=now - older_than)
-        .order_by("pk")
-        .values_list("pk", flat=True)[:1000]
-    )
-    for pk in pks:
+    given_up = list(WebhookEvent.objects.filter(
+        status=WebhookEventStatus.PROCESSING, attempts__gte=MAX_PROCESSING_ATTEMPTS,
+        processing_started_at__lt=now - PROCESSING_STALE_AFTER,
+    ).values_list("pk", "code"))
+    if given_up:
+        WebhookEvent.objects.filter(pk__in=[pk for pk, _code in given_up], status=WebhookEventStatus.PROCESSING,
+                                    processing_started_at__lt=now - PROCESSING_STALE_AFTER).update(
+            status=WebhookEventStatus.FAILED, processed_at=now, outcome=(
+                f"Its worker stopped {MAX_PROCESSING_ATTEMPTS} times while processing it; replay it once the "
+                "cause is found."))
+        log_event("webhook_events_given_up", level=logging.ERROR,
+                  webhook_events=[str(code) for _pk, code in given_up])
+    lost = (Q(status=WebhookEventStatus.RECEIVED, received_at__lt=now - older_than)
+            | (_claimable(now) & Q(status=WebhookEventStatus.PROCESSING, received_at__lt=now - older_than)))
+    events = list(WebhookEvent.objects.filter(lost).order_by("pk").values_list("pk", "code", "status")[:1000])
+    for pk, _code, _status in events:
         async_task("integrations.tasks.process_webhook_event", pk, task_name=f"webhook-event-{pk}")
-    if pks:
-        log_event("webhook_events_requeued", level=logging.WARNING, count=len(pks))
-    return pks
+    if events:
+        log_event("webhook_events_requeued", level=logging.WARNING, count=len(events),
+                  webhook_events=[str(code) for _pk, code, _status in events],
+                  processing=sum(status == WebhookEventStatus.PROCESSING for _pk, _code, status in events))
+    return [pk for pk, _code, _status in events]
 
 
 def _event_for_processing(event_pk):
     return WebhookEvent.objects.select_related("organization", "endpoint", "endpoint__connection").get(pk=event_pk)
 
 
-def _finish(event, status, outcome):
-    event.status = status
-    event.outcome = outcome
-    event.processed_at = timezone.now()
-    event.save(update_fields=["status", "outcome", "object_name", "record_ids", "processed_at"])
+def _finish(event, claim, status, outcome):
+    """Save the outcome, if the event is still this claim's; raises _TakenOver otherwise (inside a transaction,
+    that rolls back the runs this claim queued)."""
+    now = timezone.now()
+    finished = WebhookEvent.objects.filter(pk=event.pk, status=WebhookEventStatus.PROCESSING, attempts=claim).update(
+        status=status, outcome=outcome, object_name=event.object_name, record_ids=event.record_ids,
+        processed_at=now)
+    if not finished:
+        raise _TakenOver
+    event.status, event.outcome, event.processed_at = status, outcome, now
+    return event
+
+
+def _logged(event, runs):
     log_event(
         "webhook_event_processed",
-        level=logging.WARNING if status == WebhookEventStatus.FAILED else logging.INFO,
+        level=logging.WARNING if event.status == WebhookEventStatus.FAILED else logging.INFO,
         webhook_event=str(event.code),
         webhook_event_id=event.event_id,
-        status=status,
-        outcome=outcome,
-        runs=[run.pk for run in event.runs.all()],
+        status=event.status,
+        outcome=event.outcome,
+        runs=[str(run.code) for run in runs],
     )
     return event
 
 
-def _process(event):
+def _process(event, claim):
+    try:
+        return _logged(*_outcome(event, claim))
+    except _TakenOver:
+        log_event("webhook_event_taken_over_elsewhere", level=logging.WARNING, webhook_event=str(event.code))
+        return None
+
+
+def _outcome(event, claim):
+    """Process the event under `claim`: (event, the runs it queued)."""
     connection = event.endpoint.connection
     try:
         changes = connection.get_connector().parse_webhook(event.payload, headers=event.headers or {})
     except WebhookPayloadError as exc:
-        return _finish(event, WebhookEventStatus.FAILED, f"The payload was not understood: {exc.message}")
+        return _finish(event, claim, WebhookEventStatus.FAILED, f"The payload was not understood: {exc.message}"), []
     by_object = {}
     for change in changes:
         by_object.setdefault(change.object_name, {}).update(dict.fromkeys(change.record_ids))
     event.object_name = ", ".join(by_object)[:200]
     event.record_ids = [record_id for ids in by_object.values() for record_id in ids]
     if not event.record_ids:
-        return _finish(event, WebhookEventStatus.IGNORED, "The event names no records to sync.")
+        return _finish(event, claim, WebhookEventStatus.IGNORED, "The event names no records to sync."), []
     try:
+        # The runs and the event's outcome commit together: a worker that dies before the commit leaves the event
+        # processing and no run, and the next claim queues them once; a claim taken over rolls its runs back.
         with transaction.atomic():
+            if not WebhookEvent.objects.select_for_update().filter(pk=event.pk, attempts=claim).exists():
+                raise _TakenOver
             queued = []
             for object_name, ids in by_object.items():
                 queued += _queue_webhook_runs(event, connection, object_name, list(ids))
             event.runs.add(*(run for _mapping, run in queued))
+            if not queued:
+                outcome = (WebhookEventStatus.IGNORED,
+                           f"No active mapping syncs {event.object_name} from {connection}.")
+            else:
+                summary = "; ".join(f"run {run.code} of {mapping}" for mapping, run in queued)
+                outcome = (WebhookEventStatus.PROCESSED, f"{len(event.record_ids)} record(s) queued: {summary}.")
+            return _finish(event, claim, *outcome), [run for _mapping, run in queued]
+    except (_TakenOver, OperationalError, InterfaceError):
+        # Losing the database is no fault of the event: it stays processing and is processed again once its claim
+        # is stale (webhook_events_requeue_lost).
+        raise
     except Exception as exc:
         log_event("webhook_event_failed", level=logging.ERROR, webhook_event=str(event.code), error=repr(exc))
-        return _finish(event, WebhookEventStatus.FAILED, f"Queuing the sync failed: {exc.__class__.__name__}")
-    if not queued:
-        return _finish(
-            event,
-            WebhookEventStatus.IGNORED,
-            f"No active mapping syncs {event.object_name} from {connection}.",
-        )
-    summary = "; ".join(f"run {run.pk} of {mapping}" for mapping, run in queued)
-    return _finish(event, WebhookEventStatus.PROCESSED, f"{len(event.record_ids)} record(s) queued: {summary}.")
+        failure = f"Queuing the sync failed: {exc.__class__.__name__}"
+        return _finish(event, claim, WebhookEventStatus.FAILED, failure), []
 
 
 def _queue_webhook_runs(event, connection, object_name, record_ids):

@@ -12,6 +12,7 @@ import pytest
 import time_machine
 from django.db import connection as default_connection
 
+from integrations import webhooks
 from integrations.connectors.base import webhook_signature
 from integrations.connectors.sandbox import change_record, seed_records
 from integrations.models import WebhookEndpoint, WebhookEvent, WebhookEventStatus
@@ -338,7 +339,8 @@ def test_rotating_without_keeping_the_old_secret_rejects_it_at_once(client, hook
 
 
 def test_a_vendor_secret_without_the_whsec_prefix_signs_with_its_own_bytes(client, make_connection):
-    endpoint, _ = webhook_endpoint_create(connection=make_connection(), name="Vendor", secret="plain-vendor-secret-of-28-chars")
+    endpoint, _ = webhook_endpoint_create(connection=make_connection(), name="Vendor",
+                                          secret="plain-vendor-secret-of-28-chars")
     raw = changed("ct_1")
 
     assert deliver(client, endpoint, raw, signed(raw, secret="plain-vendor-secret-of-28-chars")).status_code == 202
@@ -467,6 +469,113 @@ def test_an_event_whose_processing_task_was_lost_is_queued_again(
 
     assert WebhookEvent.objects.get().status == WebhookEventStatus.PROCESSED
     assert len(records(hook.target)) == 1
+
+
+class WorkerKilled(BaseException):
+    """Stands in for SIGKILL in-process: nothing catches it, so its transaction is rolled back and nothing else runs."""
+
+
+def test_an_event_whose_worker_died_while_processing_it_is_processed_again_once_without_losing_records(
+    client, hook, django_capture_on_commit_callbacks, monkeypatch
+):
+    with time_machine.travel(NOW, tick=False), django_capture_on_commit_callbacks(execute=False) as queued:
+        for n in (1, 2):
+            raw = changed(f"ct_{n}")
+            deliver(client, hook.endpoint, raw, signed(raw, webhook_id=f"msg_{n}"))
+        first, second = WebhookEvent.objects.order_by("pk")
+        webhook_event_process(event_pk=first.pk)
+    (run,) = SyncRun.objects.all()  # queued, not yet claimed: later events of the mapping join it
+    queue_runs = webhooks._queue_webhook_runs
+
+    def queue_then_die(*args, **kwargs):
+        queue_runs(*args, **kwargs)  # the second event's record is merged into the queued run ...
+        raise WorkerKilled  # ... and the worker is killed before it commits
+
+    monkeypatch.setattr(webhooks, "_queue_webhook_runs", queue_then_die)
+    with time_machine.travel(NOW, tick=False), pytest.raises(WorkerKilled):
+        webhook_event_process(event_pk=second.pk)
+    monkeypatch.setattr(webhooks, "_queue_webhook_runs", queue_runs)
+
+    second.refresh_from_db()
+    assert (second.status, second.attempts, second.processing_started_at) == (
+        WebhookEventStatus.PROCESSING, 1, NOW)
+    run.refresh_from_db()
+    assert run.options["records"] == ["ct_1"]  # the dead worker's merge went with it
+    assert not second.runs.exists()
+
+    with time_machine.travel(NOW + timedelta(minutes=5), tick=False):
+        assert webhook_events_requeue_lost() == []  # its worker may only be slow
+        assert webhook_event_process(event_pk=second.pk) is None  # and a redelivered task leaves it alone
+    with time_machine.travel(NOW + timedelta(minutes=11), tick=False):
+        assert webhook_events_requeue_lost() == [second.pk]  # processed again, inline in tests
+
+    second.refresh_from_db()
+    assert (second.status, second.attempts) == (WebhookEventStatus.PROCESSED, 2)
+    assert list(second.runs.all()) == [run]
+    assert f"run {run.code} of" in second.outcome
+    run.refresh_from_db()
+    assert run.options["records"] == ["ct_1", "ct_2"]
+    assert SyncRun.objects.count() == 1
+    for callback in queued:
+        callback()  # the run's task
+    assert sorted(r.data["email"] for r in records(hook.target)) == ["person1@example.com", "person2@example.com"]
+
+
+def test_a_worker_taken_for_dead_does_not_queue_the_runs_of_an_event_processed_since(
+    client, hook, django_capture_on_commit_callbacks, monkeypatch
+):
+    raw = changed("ct_1")
+    with time_machine.travel(NOW, tick=False), django_capture_on_commit_callbacks(execute=False):
+        deliver(client, hook.endpoint, raw, signed(raw))
+    event = WebhookEvent.objects.get()
+    load, outcomes = webhooks._event_for_processing, []
+
+    def load_then_stall(event_pk):
+        if not outcomes:
+            # The first worker stalls right after its claim for longer than the stale threshold: the sweep hands
+            # the event to a second worker, which processes it.
+            outcomes.append(None)
+            with time_machine.travel(NOW + timedelta(minutes=11), tick=False):
+                outcomes.append(webhook_events_requeue_lost())
+        return load(event_pk)
+
+    monkeypatch.setattr(webhooks, "_event_for_processing", load_then_stall)
+    with time_machine.travel(NOW, tick=False), django_capture_on_commit_callbacks(execute=True):
+        # The first worker wakes up to find the event claimed by the second: it queues nothing.
+        assert webhook_event_process(event_pk=event.pk) is None
+
+    assert outcomes == [None, [event.pk]]
+    event.refresh_from_db()
+    assert (event.status, event.attempts) == (WebhookEventStatus.PROCESSED, 2)
+    assert SyncRun.objects.count() == 1
+    assert list(event.runs.all()) == list(SyncRun.objects.all())
+
+
+def test_an_event_whose_workers_keep_dying_is_failed_and_an_old_processing_one_is_processed_again(
+    client, hook, django_capture_on_commit_callbacks
+):
+    with time_machine.travel(NOW, tick=False), django_capture_on_commit_callbacks(execute=False):
+        for n in (1, 2):
+            raw = changed(f"ct_{n}")
+            deliver(client, hook.endpoint, raw, signed(raw, webhook_id=f"msg_{n}"))
+    dying, old = WebhookEvent.objects.order_by("pk")
+    WebhookEvent.objects.filter(pk=dying.pk).update(status=WebhookEventStatus.PROCESSING, processing_started_at=NOW,
+                                                    attempts=webhooks.MAX_PROCESSING_ATTEMPTS)
+    # Left processing before processing_started_at existed: taken for a dead worker's once it is old enough.
+    WebhookEvent.objects.filter(pk=old.pk).update(status=WebhookEventStatus.PROCESSING, attempts=1)
+
+    with time_machine.travel(NOW + timedelta(minutes=11), tick=False), django_capture_on_commit_callbacks(
+        execute=True
+    ):
+        assert webhook_events_requeue_lost() == [old.pk]
+
+    dying.refresh_from_db()
+    assert dying.status == WebhookEventStatus.FAILED
+    assert "stopped 3 times" in dying.outcome
+    assert not dying.runs.exists()
+    old.refresh_from_db()
+    assert (old.status, old.attempts) == (WebhookEventStatus.PROCESSED, 2)
+    assert [r.data["email"] for r in records(hook.target)] == ["person2@example.com"]
 
 
 def test_a_burst_of_different_events_becomes_one_run_per_mapping(client, hook, django_capture_on_commit_callbacks):
