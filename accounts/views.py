@@ -51,6 +51,18 @@ def organization_switch(request):
     return redirect("home")
 
 
+# --- Settings ------------------------------------------------------------------------------------------------------
+
+
+@org_required
+def settings_home(request):
+    """The Settings section's address: API tokens for those who manage them, else notifications, which every
+    member may see (a member sent to the tokens page would only meet a refusal)."""
+    if ROLE_RANK[request.membership.role] >= ROLE_RANK[ApiTokenViewSet.read_role]:
+        return redirect("api_tokens")
+    return redirect("notifications:index")
+
+
 # --- Settings → API tokens --------------------------------------------------------------------------------------
 
 

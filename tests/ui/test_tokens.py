@@ -49,6 +49,16 @@ def test_settings_leads_to_the_tokens_and_the_nav_marks_it(client, alice):
     assert f'<a href="{reverse("settings")}" aria-current="page">Settings</a>' in page
 
 
+@pytest.mark.parametrize("role", [Role.MEMBER, Role.VIEWER])
+def test_settings_leads_members_and_viewers_to_the_notifications_they_may_see(client, member_of, role):
+    client.force_login(member_of(role))
+
+    response = client.get(reverse("settings"))
+
+    assert response.status_code == 302 and response.url == reverse("notifications:index")
+    assert client.get(response.url, follow=True).status_code == 200
+
+
 def test_an_organization_without_tokens_is_told_what_they_are_for(client, alice):
     client.force_login(alice)
 
