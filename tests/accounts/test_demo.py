@@ -7,6 +7,7 @@ from django.core.management import call_command
 from accounts.models import Membership, Organization, Role
 from integrations.models import Connection, SandboxRecord
 from mappings.models import ErrorStrategy, FieldMapping, Mapping
+from notifications.models import Channel, Rule
 
 pytestmark = pytest.mark.django_db
 
@@ -31,6 +32,8 @@ def row_counts():
             Mapping,
             FieldMapping,
             SandboxRecord,
+            Channel,
+            Rule,
         )
     }
 
@@ -178,3 +181,13 @@ def test_a_rerun_brings_edited_mappings_back():
         "last_name",
         "phone",
     ]
+
+
+def test_it_sets_up_an_email_channel_and_the_rules_a_team_starts_with():
+    demo()
+
+    channel = Channel.objects.get(organization__slug="demo")
+    assert (channel.kind, channel.recipients, channel.is_enabled) == ("email", ["demo@example.com"], True)
+    rules = {rule.condition: rule for rule in Rule.objects.filter(organization__slug="demo")}
+    assert set(rules) == {"every_error", "auth_error"}
+    assert all(list(rule.channels.all()) == [channel] for rule in rules.values())

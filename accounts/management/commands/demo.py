@@ -176,6 +176,12 @@ def trim():
     return [{"name": "trim", "args": {}}]
 
 
+DEMO_CHANNEL = "Demo team (email)"
+DEMO_RULES = [
+    ("Errors of every run", "every_error", "warning"),
+    ("Credentials refused", "auth_error", "critical"),
+]
+
 MAPPINGS = [
     {
         "name": "Shop customers → CRM contacts",
@@ -265,8 +271,28 @@ class Command(BaseCommand):
             self.seed(connections[connection_name], object_name, as_records(field_names, rows), id_prefix)
         for spec in MAPPINGS:
             self.ensure_mapping(organization, connections, spec)
+        self.ensure_notifications(organization)
 
         self.stdout.write(self.style.SUCCESS(f"Log in at http://127.0.0.1:8000/ as {USERNAME} / {PASSWORD}"))
+
+    def ensure_notifications(self, organization):
+        """An email channel to the demo user (in development the console backend prints what it sends, where
+        `make run` shows it) and the two rules a team starts with: every run's errors, and any refused
+        credentials. Through the services, as Settings → Notifications does; left as they are once there."""
+        from notifications.models import Channel, ChannelKind, Rule
+        from notifications.services import channel_create, rule_create
+
+        channel = Channel.objects.for_org(organization).filter(name=DEMO_CHANNEL).first()
+        self.report(f"Notification channel {DEMO_CHANNEL}", channel is None)
+        if channel is None:
+            channel, _no_secret = channel_create(organization=organization, name=DEMO_CHANNEL,
+                                                 kind=ChannelKind.EMAIL, recipients=["demo@example.com"])
+        for name, condition, level in DEMO_RULES:
+            created = not Rule.objects.for_org(organization).filter(name=name).exists()
+            if created:
+                rule_create(organization=organization, name=name, condition=condition, level=level,
+                            channels=[channel])
+            self.report(f"Notification rule {name}", created)
 
     def report(self, what, created):
         self.stdout.write(f"{'Created' if created else 'Up to date'}: {what}")
