@@ -97,12 +97,13 @@ def connection_needs_reauth(*, connection, error):
     ).update(status=ConnectionStatus.NEEDS_REAUTH, status_reason=error.message[:500], last_error=error.message,
              updated_at=now)
     if not marked:
-        log_event("auth_failure_after_reconnect", connection=connection.name, error_code=error.code)
+        log_event("auth_failure_after_reconnect", connection=str(connection.code), connection_name=connection.name,
+                  error_code=error.code)
         return False
     connection.status, connection.status_reason = ConnectionStatus.NEEDS_REAUTH, error.message[:500]
     connection.last_error, connection.updated_at = error.message, now
-    log_event("connection_needs_reauth", connection=connection.name, error_code=error.code,
-              error_message=error.message)
+    log_event("connection_needs_reauth", connection=str(connection.code), connection_name=connection.name,
+              error_code=error.code, error_message=error.message)
     notification_hooks.connection_needs_reauth(connection)  # an auth failure stops its syncs: alert at once
     return True
 
@@ -121,7 +122,7 @@ def connection_reconnect(*, connection, credentials=None):
         raise error
     connection.status, connection.status_reason = ConnectionStatus.ACTIVE, ""
     connection.save(update_fields=["status", "status_reason", "updated_at"])
-    log_event("connection_reconnected", connection=connection.name)
+    log_event("connection_reconnected", connection=str(connection.code), connection_name=connection.name)
     return connection
 
 
@@ -245,7 +246,7 @@ def connection_delete(*, connection):
     except ProtectedError as exc:
         mappings = sorted(set(exc.protected_objects), key=lambda mapping: mapping.name)
         raise ConnectionInUse(connection, mappings) from None
-    log_event("connection_deleted", connection=connection.name)
+    log_event("connection_deleted", connection=str(connection.code), connection_name=connection.name)
 
 
 # --- schema ------------------------------------------------------------------------------------------------------
@@ -284,7 +285,8 @@ def connection_schema_refresh(*, connection):
     """"Refresh schema": describe every object again now and replace the cache."""
     connection.schema_cache = {}
     schemas = connection_describe(connection=connection, refresh=True)
-    log_event("connection_schema_refreshed", connection=connection.name, objects=len(schemas))
+    log_event("connection_schema_refreshed", connection=str(connection.code), connection_name=connection.name,
+              objects=len(schemas))
     return schemas
 
 

@@ -82,7 +82,7 @@ def webhook_endpoint_create(*, connection, name, secret=None):
     endpoint = WebhookEndpoint(organization=connection.organization, connection=connection, name=name)
     endpoint.secrets = [plain]
     endpoint.save()
-    log_event("webhook_endpoint_created", endpoint=str(endpoint.code), connection_id=connection.pk)
+    log_event("webhook_endpoint_created", endpoint=str(endpoint.code), connection=str(connection.code))
     return endpoint, plain
 
 

@@ -73,7 +73,7 @@ def chain_refresh_status(root):
     if not SyncRun.objects.filter(pk=root.pk, status=root.status).update(status=RunStatus.RECOVERED):
         return False  # changed under us: it will be evaluated again
     root.status = RunStatus.RECOVERED
-    log_event("run_recovered", run_id=root.pk, mapping_id=root.mapping_id)
+    log_event("run_recovered", run=str(root.code), mapping=str(root.mapping.code))
     return True
 
 
@@ -186,7 +186,8 @@ def sync_runs_resume(*, connection):
         if run.status in (RunStatus.PARTIALLY_FAILED, RunStatus.FAILED) and (resumed := _resume(run)):
             queued.append(resumed)
     if queued:
-        log_event("runs_resumed", connection=connection.name, runs=[run.pk for run in queued])
+        log_event("runs_resumed", connection=str(connection.code), connection_name=connection.name,
+                  runs=[str(run.code) for run in queued])
     return queued
 
 

@@ -623,7 +623,7 @@ def error_group_fix_apply(*, organization, fingerprint, kind, params=None, user=
             retry = error_group_retry(organization=organization, fingerprint=fingerprint)
         except ValidationError as exc:
             refused = exc.messages[0]
-        log_event("error_group_fix_applied", fingerprint=fingerprint, mapping_id=mapping.pk, kind=kind,
+        log_event("error_group_fix_applied", fingerprint=fingerprint, mapping=str(mapping.code), kind=kind,
                   changed=plan is not None, applied_by=str(user) if user is not None else "",
                   changes=[{"label": change.label, "before": change.before, "after": change.after}
                            for change in (plan.changes if plan else ())],

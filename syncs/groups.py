@@ -82,7 +82,7 @@ def error_group_retry(*, organization, fingerprint):
     if not summary["queued"]:
         reason = next(iter(summary["skipped"]), "not_retriable")
         group_retry_stop(group_retry, reason=f"The first record could not be retried ({reason.replace('_', ' ')}).")
-    log_event("error_group_retry", fingerprint=fingerprint, mapping_id=probe.mapping_id, probe=probe.pk)
+    log_event("error_group_retry", fingerprint=fingerprint, mapping=str(probe.mapping.code), probe=str(probe.code))
     return {**summary, "group_retry": group_retry, "probe_error": probe.pk,
             "remaining": group.exclude(pk=probe.pk).count()}
 

@@ -42,7 +42,7 @@ def mapping_pause(*, mapping, reason):
     mapping.paused_reason = reason[:500]
     mapping.save(update_fields=["is_active", "paused_reason", "updated_at"])
     mapping_schedule_sync(mapping=mapping)
-    log_event("mapping_paused", mapping=mapping.name, reason=reason)
+    log_event("mapping_paused", mapping=str(mapping.code), mapping_name=mapping.name, reason=reason)
 
 
 def mapping_resume(*, mapping):

@@ -202,7 +202,7 @@ def errors_retry(*, organization, queryset=None, error_ids=None, resolution=Reso
     raced = counts["claimable"] - queued
     if raced > 0:
         skipped["already_retrying"] = skipped.get("already_retrying", 0) + raced
-    log_event("errors_retry", organization=organization.slug, queued=queued, runs=[r.pk for r in runs],
+    log_event("errors_retry", organization=organization.slug, queued=queued, runs=[str(r.code) for r in runs],
               skipped=skipped)
     return {"queued": queued, "runs": [run.pk for run in runs], "skipped": skipped}
 
@@ -240,7 +240,7 @@ def retries_sweep(*, now=None, mapping=None):
     with transaction.atomic():
         runs, queued = retries_queue(due, trigger=Trigger.RETRY, resolution=Resolution.AUTO_RETRY, now=now)
     if runs:
-        log_event("retries_swept", runs=[r.pk for r in runs], errors=queued)
+        log_event("retries_swept", runs=[str(r.code) for r in runs], errors=queued)
     return runs
 
 

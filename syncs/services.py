@@ -104,13 +104,13 @@ def sync_run_cancel(*, run):
         status=RunStatus.CANCELED
     ):
         run.refresh_from_db()
-        log_event("run_cancel_requested", run_id=run.pk, mapping_id=run.mapping_id)
+        log_event("run_cancel_requested", run=str(run.code), mapping=str(run.mapping.code))
         return run
     run.refresh_from_db()
     if not canceled:
         raise ValidationError("This run has already finished.", code="run_finished")
     sync_run_release_claims(run)
-    log_event("run_canceled", run_id=run.pk, mapping_id=run.mapping_id)
+    log_event("run_canceled", run=str(run.code), mapping=str(run.mapping.code))
     return run
 
 

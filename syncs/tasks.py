@@ -23,7 +23,8 @@ def run_scheduled_mapping(mapping_id):
 
     mapping = Mapping.objects.select_related("organization").filter(pk=mapping_id).first()
     if mapping is None or not mapping.is_active:
-        log_event("schedule_skipped", mapping_id=mapping_id, reason="mapping missing or inactive")
+        log_event("schedule_skipped", mapping=str(mapping.code) if mapping else None,
+                  reason="mapping missing or inactive")
         return
     sync_run_queue(mapping=mapping, trigger=Trigger.SCHEDULE)
 

@@ -112,7 +112,7 @@ def batch_claim(run, *, direction=None):
     if batch.attempts > 1:
         # Its worker died half way: what it wrote down is dropped, the batch is done again from scratch.
         batch_errors_discard(batch)
-        log_event("batch_taken_over", run_id=run.pk, batch=batch.sequence, attempts=batch.attempts)
+        log_event("batch_taken_over", run=str(run.code), batch=batch.sequence, attempts=batch.attempts)
     return batch
 
 

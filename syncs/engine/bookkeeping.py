@@ -137,7 +137,8 @@ class RunBook:
                 )
         self.route(error)
         error.save()
-        log_event("batch_failed", level=logging.ERROR, run_id=context.run.pk, batch=batch.sequence,
+        log_event("batch_failed", level=logging.ERROR, run=str(context.run.code), error=str(error.code),
+                  batch=batch.sequence,
                   page_token=batch.page_token, sync_target=sync_pass.near_object, error_type=exc.category.value,
                   error_message=exc.message, will_retry=error.status == ErrorStatus.RETRY_SCHEDULED)
         if context.strategy == ErrorStrategy.FAIL_FAST:
@@ -170,8 +171,9 @@ class RunBook:
         self.log_system_error(exc)
 
     def log_system_error(self, exc):
-        log_event("run_system_error", level=logging.ERROR, run_id=self.context.run.pk, mapping=self.mapping.name,
-                  error_type=exc.category.value, error_message=exc.message, will_retry=False)
+        log_event("run_system_error", level=logging.ERROR, run=str(self.context.run.code),
+                  mapping=str(self.mapping.code), mapping_name=self.mapping.name, error_type=exc.category.value,
+                  error_message=exc.message, will_retry=False)
 
     def plan(self):
         """A real run keeps no plan."""
@@ -360,12 +362,15 @@ class BatchOutcome:
 
     def _log_errors(self):
         context = self.context
+        # The same for every line of the batch: formatted once (the errors' codes were set when they were built).
+        run, mapping = str(context.run.code), str(context.mapping.code)
         for error in self.errors:
             if error.level in (ErrorLevel.RECORD, ErrorLevel.WARNING):
                 log_event(
                     "record_failed" if error.level == ErrorLevel.RECORD else "record_warning",
                     level=logging.ERROR if error.level == ErrorLevel.RECORD else logging.WARNING,
-                    run_id=context.run.pk, mapping=context.mapping.name, record_id=error.source_record_id,
+                    run=run, error=str(error.code), mapping=mapping, mapping_name=context.mapping.name,
+                    record_id=error.source_record_id,
                     sync_target=self.sync_pass.far_connection.name, error_type=error.category,
                     error_code=error.error_code, field=error.field, error_message=error.message,
                     retry_count=error.attempts, will_retry=error.status == ErrorStatus.RETRY_SCHEDULED,

@@ -32,10 +32,10 @@ def sync_run_claim(*, run_id):
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.RESYNC_HEARTBEAT_STALE_SECONDS)
     with transaction.atomic():
-        row = SyncRun.objects.filter(pk=run_id).values_list("mapping_id", "is_test").first()
+        row = SyncRun.objects.filter(pk=run_id).values_list("mapping_id", "is_test", "code").first()
         if row is None:
             return None
-        mapping_id, is_test = row
+        mapping_id, is_test, code = row
         list(Mapping.objects.select_for_update().filter(pk=mapping_id).values_list("pk", flat=True))
         # Dry test runs write nothing, so they neither wait for nor hold up the mapping's real runs. A run is
         # alive while its reader beats, or (once read) while a worker still processes one of its batches.
@@ -44,7 +44,7 @@ def sync_run_claim(*, run_id):
             mapping_id=mapping_id, status=RunStatus.RUNNING, is_test=False,
         ).exclude(pk=run_id).exists()
         if busy:
-            log_event("run_deferred", run_id=run_id, reason="another run of the mapping is running")
+            log_event("run_deferred", run=str(code), reason="another run of the mapping is running")
             return None
         claimed = SyncRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
             status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, claims=F("claims") + 1
@@ -57,6 +57,7 @@ def sync_run_claim(*, run_id):
                 heartbeat_at__lt=stale_before,
             ).update(heartbeat_at=now, claims=F("claims") + 1, finishing_at=None)
     if not claimed:
+        log_event("run_claim_skipped", run=str(code))
         return None
     return SyncRun.objects.select_related(
         "organization", "mapping", "mapping__source_connection", "mapping__target_connection"

@@ -60,8 +60,7 @@ def sync_run_execute(*, run_id):
     """Claim and execute one run. Returns the run, or None when it was not ours to run."""
     run = sync_run_claim(run_id=run_id)
     if run is None:
-        log_event("run_claim_skipped", run_id=run_id)
-        return None
+        return None  # not ours: sync_run_claim said why
     RunExecutor(run, holds_run=True).execute()
     return run
 
@@ -227,7 +226,8 @@ class RunExecutor:
 
     def execute(self):
         run = self.run
-        log_event("run_started", run_id=run.pk, mapping=self.mapping.name, trigger=run.trigger, claims=run.claims)
+        log_event("run_started", run=str(run.code), mapping=str(self.mapping.code), mapping_name=self.mapping.name,
+                  trigger=run.trigger, claims=run.claims)
         if run.claims == 1:
             if not run.is_test:
                 sync_run_claim_errors(run, now=timezone.now())

@@ -87,7 +87,8 @@ def sync_run_finish(context):
         run.save()
     log_event(
         "run_finished", level=logging.INFO if run.status == RunStatus.SUCCEEDED else logging.WARNING,
-        run_id=run.pk, mapping=mapping.name, status=run.status, counts=run.counts(),
+        run=str(run.code), mapping=str(mapping.code), mapping_name=mapping.name, status=run.status,
+        counts=run.counts(),
         sync_target=mapping.target_connection.name,
     )
     sync_run_after_finish(run, touched_runs=touched_runs)
