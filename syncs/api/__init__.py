@@ -16,5 +16,6 @@ ROUTES = [  # (prefix, viewset, basename)
     ("record-status", RecordStatusViewSet, "record-status"),
 ]
 URLS = [  # extra django.urls paths under /api/v1/
-    path("analytics/", AnalyticsView.as_view(), name="analytics"),
+    # Not "analytics": that is the browser page's name, and one name for two routes reverses to the wrong one.
+    path("analytics/", AnalyticsView.as_view(), name="analytics-summary"),
 ]

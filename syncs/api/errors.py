@@ -533,6 +533,10 @@ class ErrorGroupViewSet(TenantViewSetMixin, viewsets.GenericViewSet):
         Applying a fix that is in the mapping already changes nothing again and only retries (200 when a retry
         is already waiting). A fix that does not fit the group's cause answers 409; a bad value, 400."""
         fingerprint = kwargs["fingerprint"]
+        # The group first: another organization's fingerprint is not found, whatever the body says (a 400 about
+        # the body would tell the caller the group exists somewhere).
+        if not self.get_queryset().filter(fingerprint=fingerprint).exists():
+            raise exceptions.NotFound(f"No error group {fingerprint}.")
         body = FixApplySerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:

@@ -21,7 +21,7 @@ from tests.api.world import build_world
 
 pytestmark = pytest.mark.django_db
 
-PUBLIC_VIEWS = {"SpectacularAPIView", "SpectacularSwaggerView"}
+PUBLIC_VIEWS = {"SpectacularAPIView", "SpectacularSwaggerView", "SpectacularSwaggerSplitView"}
 APPS = ("accounts", "integrations", "mappings", "syncs", "notifications")
 
 
