@@ -240,7 +240,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     show_full_result_count = False
     readonly_fields = [
         "code", "organization", "endpoint", "event_id", "received_at", "status", "outcome", "object_name",
-        "record_ids", "run_list", "attempts", "processed_at", "headers", "payload",
+        "record_ids", "run_list", "attempts", "processing_started_at", "processed_at", "headers", "payload",
     ]
     fields = readonly_fields
     actions = ["replay_events"]

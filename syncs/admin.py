@@ -411,7 +411,7 @@ class BulkActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["organization"]
     show_full_result_count = False
     fields = ["code", "organization", "kind", "status", "selection_pre", "options", "summary_pre", "failure",
-              "created_at", "started_at", "finished_at"]
+              "created_at", "started_at", "finished_at", "attempts", "heartbeat_at"]
     readonly_fields = ["selection_pre", "summary_pre"]
 
     @admin.display(description="Selection")
