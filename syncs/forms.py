@@ -20,21 +20,29 @@ ERROR_FILTERS = ("search", "status", "category", "code", "mapping", "target_conn
 FILTERED = "filtered"
 
 
+class BrowserFilters:
+    """Mixed into a page's copy of an API filterset, whose filters it then dresses with a browser's widgets and
+    labels.
+
+    A filter builds its form field once and caches it (django-filter's `_field`), and a filterset's filters are
+    deep copies of the class's, cache included: once the OpenAPI schema has been generated (it reads every
+    filter's field), widgets and labels set on the copies were silently ignored, and the pages' checkboxes became
+    multi-selects in any process that had served /api/v1/schema/. The copies' cached fields are dropped here, so
+    each is built from what the page sets."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for filter_ in self.filters.values():
+            vars(filter_).pop("_field", None)
+
+
 def _widgets(filterset, widgets, labels, empty_labels=None):
-    empty_labels = empty_labels or {}
-    for name in {*widgets, *labels, *empty_labels}:
-        filter_ = filterset.filters[name]
-        if name in widgets:
-            filter_.extra["widget"] = widgets[name]
-        if name in empty_labels:
-            filter_.extra["empty_label"] = empty_labels[name]
-        if name in labels:
-            filter_.label = labels[name]
-        # A filter builds its form field once and caches it (django-filter's `_field`), and a filterset's filters
-        # are deep copies of the class's, cache included: once the OpenAPI schema has been generated (it reads
-        # every filter's field), new widgets and labels were silently ignored. Drop the copy's cached field so
-        # it is built again from the widget and label set here.
-        vars(filter_).pop("_field", None)
+    for name, widget in widgets.items():
+        filterset.filters[name].extra["widget"] = widget
+    for name, label in labels.items():
+        filterset.filters[name].label = label
+    for name, empty_label in (empty_labels or {}).items():
+        filterset.filters[name].extra["empty_label"] = empty_label
 
 
 def with_defaults(data, defaults):
@@ -47,7 +55,7 @@ def with_defaults(data, defaults):
     return data
 
 
-class RunFilters(SyncRunFilterSet):
+class RunFilters(BrowserFilters, SyncRunFilterSet):
     """The runs list's filters: mapping, status, trigger, queued between two dates, test runs."""
 
     DEFAULTS = {"is_test": ["false"]}
@@ -70,7 +78,7 @@ class RunFilters(SyncRunFilterSet):
             self.data.get("is_test", "false") != "false"
 
 
-class ErrorFilters(RecordErrorFilterSet):
+class ErrorFilters(BrowserFilters, RecordErrorFilterSet):
     """The errors dashboard's filters: the API's errors filterset with a browser's widgets."""
 
     DEFAULTS = {"status": UNRESOLVED_ERROR_STATUSES}

@@ -9,9 +9,10 @@ from django_filters import CharFilter
 from integrations.models import Connection
 from mappings.models import Mapping
 from syncs.filtersets import RecordStatusFilterSet
+from syncs.forms import BrowserFilters
 
 
-class RecordStatusFilters(RecordStatusFilterSet):
+class RecordStatusFilters(BrowserFilters, RecordStatusFilterSet):
     """Which source records the table shows: those with a link matching every filter at once, so "failed" with a
     target is "failed in that target" ("POS sync failed")."""
 

@@ -312,7 +312,7 @@ def test_the_filter_bars_keep_their_widgets_after_the_api_schema_is_generated(cl
     # web process had served /api/v1/schema/ first.
     client.force_login(alice)
     assert client.get("/api/v1/schema/").status_code == 200
-    for name in ("errors", "runs"):
+    for name in ("errors", "runs", "record_status"):
         page = client.get(reverse(name)).content.decode()
         assert 'type="checkbox" name="status"' in page, name
     assert 'type="checkbox" name="category"' in client.get(reverse("errors")).content.decode()
