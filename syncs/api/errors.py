@@ -2,8 +2,9 @@
 error (retry, bulk retry, resolve, ignore, edit and retry, a replay's preview); the review queue; error groups; the
 bulk actions a worker carries out for a filter or a long id list."""
 
+import django_filters
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_field
 from rest_framework import exceptions, filters, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -15,6 +16,7 @@ from config.api import (
     RejectUnknownFieldsMixin,
     StandardPagination,
 )
+from config.openapi import NO_NUL
 from mappings.models import Mapping
 from syncs.api.common import (
     ForceSerializer,
@@ -86,13 +88,37 @@ class RecordErrorDetailSerializer(RecordErrorSerializer):
         read_only_fields = fields
 
 
+def _error_filter_schema():
+    """The JSON schema of a bulk action's `filter`, read from the errors list's filterset it is checked with
+    (RecordErrorFilterSet.from_body): its names only, a string each, one of the choices or a list of them for
+    a multiple-choice filter, an id (or nothing) for a reference."""
+    properties = {}
+    for name, filter_ in RecordErrorFilterSet.base_filters.items():
+        described = {"description": str(filter_.extra.get("help_text", ""))}
+        if isinstance(filter_, django_filters.MultipleChoiceFilter):
+            choice = {"type": "string", "enum": [value for value, _label in filter_.extra["choices"]]}
+            properties[name] = {"oneOf": [choice, {"type": "array", "items": choice}], **described}
+        elif isinstance(filter_, django_filters.ModelChoiceFilter):
+            # An empty value is "no filter", as in the list's query string.
+            properties[name] = {"oneOf": [{"type": "string", "format": "uuid"}, {"type": "string", "maxLength": 0}],
+                                **described}
+        else:
+            properties[name] = {"type": "string", "pattern": NO_NUL, **described}
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+@extend_schema_field(_error_filter_schema())
+class ErrorFilterField(serializers.DictField):
+    """A bulk action's filter: checked by the errors list's filterset, documented with its names and types."""
+
+
 class ErrorSelectionSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     """Which errors a bulk action applies to: a list of ids, or every error matching the list's filters."""
 
     ids = serializers.ListField(child=serializers.UUIDField(), required=False, allow_empty=False, max_length=MAX_IDS,
                                 help_text=f"Ids of the errors. Up to {SYNC_IDS} are acted on at once; more are "
                                           "acted on by a worker, like a filter.")
-    filter = serializers.DictField(
+    filter = ErrorFilterField(
         required=False,
         help_text="Every open error matching these filters, named as the list's query parameters: category, code, "
                   "level, status, mapping, target_connection, run, blocking, since, until, search. Needs "
