@@ -464,6 +464,21 @@ def _connections_in_scope(rule, *, targets_only=False):
     return connections
 
 
+def alerts_close(rule, *, reason, now, keys=None):
+    """Resolve the rule's firing alerts (those of `keys` only, if given) without a recovery notice: the condition
+    may well still hold, or its subject is gone, so telling the channels it cleared would be false; each alert says
+    why it was closed. Returns how many."""
+    alerts = Alert.objects.select_for_update().filter(rule=rule, state=AlertState.FIRING)
+    alerts = list(alerts if keys is None else alerts.filter(key__in=keys))
+    for alert in alerts:
+        alert.state, alert.resolved_at, alert.updated_at = AlertState.RESOLVED, now, now
+        alert.details = {**alert.details, "closed_reason": f"Closed without a recovery notice: {reason}."}
+    Alert.objects.bulk_update(alerts, ["state", "resolved_at", "updated_at", "details"])
+    for alert in alerts:
+        log_event("notification_alert_closed", alert=str(alert.code), rule=str(rule.code), reason=reason)
+    return len(alerts)
+
+
 def _sweep_rule(rule, now):
     if rule.condition == Condition.DAILY_DIGEST:
         _digest_if_due(rule, now)
@@ -479,18 +494,23 @@ def _sweep_rule(rule, now):
     if rule.condition == Condition.AUTH_ERROR:
         return [(rule, _observe_auth(c)) for c in _connections_in_scope(rule)]
     if rule.condition == Condition.AUTO_PAUSED:
-        return _sweep_auto_paused(rule)
+        return _sweep_auto_paused(rule, now)
     return []
 
 
-def _sweep_auto_paused(rule):
+def _sweep_auto_paused(rule, now):
     """Auto-pause alerts open at the event; the sweep sees them clear (a resumed mapping, a reconnection) and
     notices connections that stopped without the event reaching here."""
     pairs = []
     open_keys = set(Alert.objects.filter(rule=rule, state=AlertState.FIRING).values_list("key", flat=True))
-    mapping_ids = [int(key.split(":")[1]) for key in open_keys if key.startswith("mapping:")]
-    for mapping in Mapping.objects.filter(pk__in=mapping_ids):
+    mapping_ids = {int(key.split(":")[1]) for key in open_keys if key.startswith("mapping:")}
+    mappings = list(Mapping.objects.filter(pk__in=mapping_ids))
+    for mapping in mappings:
         pairs.append((rule, _observe_paused_mapping(mapping, active=not mapping.is_active)))
+    # A paused mapping deleted since: nothing left to resume, so nothing will clear its alert but this.
+    gone = mapping_ids - {mapping.pk for mapping in mappings}
+    if gone:
+        alerts_close(rule, reason="the mapping was deleted", now=now, keys=[f"mapping:{pk}" for pk in gone])
     for connection in _connections_in_scope(rule):
         if connection.status == ConnectionStatus.NEEDS_REAUTH or f"connection:{connection.pk}" in open_keys:
             pairs.append((rule, _observe_auth(connection)))

@@ -17,10 +17,9 @@ from integrations.connectors import http
 from integrations.connectors.base import WEBHOOK_SECRET_PREFIX, webhook_secret_key
 from integrations.errors import ConnectorError
 from integrations.webhooks import webhook_secret_generate
+from notifications.alerts import alerts_close
 from notifications.deliveries import channel_disable, deliveries_queue
 from notifications.models import (
-    Alert,
-    AlertState,
     Channel,
     ChannelKind,
     Condition,
@@ -313,22 +312,9 @@ def rule_update(*, rule, channels=None, now=None, **fields):
     with transaction.atomic():
         rule.save()
         rule.channels.set(channels)
-        closed = _rule_alerts_close(rule, reason=reason, now=now or timezone.now()) if reason else 0
+        closed = alerts_close(rule, reason=reason, now=now or timezone.now()) if reason else 0
     log_event("notification_rule_updated", rule=str(rule.code), alerts_closed=closed)
     return rule
-
-
-def _rule_alerts_close(rule, *, reason, now):
-    """Resolve the rule's firing alerts without a recovery notice (the condition may well still hold: telling the
-    channels it cleared would be false); each alert says why it was closed. Returns how many."""
-    alerts = list(Alert.objects.select_for_update().filter(rule=rule, state=AlertState.FIRING))
-    for alert in alerts:
-        alert.state, alert.resolved_at, alert.updated_at = AlertState.RESOLVED, now, now
-        alert.details = {**alert.details, "closed_reason": f"Closed without a recovery notice: {reason}."}
-    Alert.objects.bulk_update(alerts, ["state", "resolved_at", "updated_at", "details"])
-    for alert in alerts:
-        log_event("notification_alert_closed", alert=str(alert.code), rule=str(rule.code), reason=reason)
-    return len(alerts)
 
 
 def rule_delete(*, rule):

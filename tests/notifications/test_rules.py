@@ -11,6 +11,7 @@ from integrations.connectors.sandbox import seed_records
 from integrations.errors import ConnectorError, ErrorCategory
 from integrations.models import ConnectionStatus
 from integrations.services import connection_needs_reauth
+from mappings.services import mapping_delete
 from notifications.alerts import notifications_sweep, notify_run_finished
 from notifications.models import Alert, AlertState, ChannelKind, Condition, Delivery, DeliveryStatus, Level, Scope
 from notifications.services import channel_create, rule_create
@@ -304,6 +305,24 @@ def test_a_mapping_that_pauses_itself_alerts_and_recovers_when_resumed(clock, qu
     mapping_resume(mapping=mapping)
     sweep(queued)
     assert subjects()[1] == f"[Resync] [WARNING] Resolved: {mapping.name} paused itself"
+
+
+def test_a_paused_mapping_deleted_closes_its_alert_without_a_recovery_notice(clock, queued, failing_target,
+                                                                            make_mapping, make_rule):
+    mapping = make_mapping(target=failing_target, error_strategy="fail_fast", pause_after_failed_runs=1)
+    rule = make_rule(Condition.AUTO_PAUSED)
+    seed_records(mapping.source_connection, "contacts", [person(1)])
+    with queued():
+        run_mapping(mapping)
+    alert = Alert.objects.get(rule=rule)
+    assert alert.state == AlertState.FIRING
+
+    mapping_delete(mapping=mapping)
+    sweep(queued)
+
+    alert.refresh_from_db()
+    assert alert.state == AlertState.RESOLVED and "the mapping was deleted" in alert.details["closed_reason"]
+    assert len(mail.outbox) == 1  # the alert itself, and no "Resolved" that would claim the mapping recovered
 
 
 # --- the daily digest -------------------------------------------------------------------------------------------
