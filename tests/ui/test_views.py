@@ -88,6 +88,9 @@ def test_the_overview_shows_each_target_its_failures_groups_and_what_is_paused(c
     assert "Invalid email address" in page  # an error group's message, and a latest failure
     assert response.context["error_group_count"] == 8 and response.context["open_errors"] == 24
     assert [run.status for run in response.context["runs_in_progress"]] == [RunStatus.RUNNING]
+    # The unsynced figures lead to the record status table, filtered to those records.
+    unsynced = f"/records/?target_connection={crm['connection'].code}&amp;status=failed&amp;status=pending"
+    assert unsynced in page and "/records/?status=failed&amp;status=pending" in page
 
 
 def test_the_overview_hands_the_error_trend_to_the_chart(client, alice, org, history_of):
