@@ -1,6 +1,6 @@
 """Fault injection (issue 12): workers killed with SIGKILL, a rate-limited target, the database connection dropped
 mid-batch, a target that hangs. The real-worker fixtures are tests/syncs/conftest.py's, imported (not copied);
-the PostgreSQL tables on both sides are tests/syncs/test_real_systems.py's.
+the PostgreSQL tables on both sides are tests/syncs/conftest.py's (`database`).
 
 Every test prints one line of figures and appends it to var/fault-figures.jsonl, which .ci/run prints at the end
 of its run. Randomness is seeded: RESYNC_FAULT_SEED=<n> replays a failure with the seed its figures printed.
@@ -14,8 +14,7 @@ import time
 import pytest
 from django.db import connection
 
-from tests.syncs.conftest import ROOT, real_queue, start_qcluster, worker_env  # noqa: F401  (fixtures)
-from tests.syncs.test_real_systems import database  # noqa: F401  (fixture: a fresh PostgreSQL database)
+from tests.syncs.conftest import ROOT, database, real_queue, start_qcluster, worker_env  # noqa: F401  (fixtures)
 
 FIGURES_FILE = ROOT / "var" / "fault-figures.jsonl"
 FIGURE_KEYS = ("runs", "kills", "records", "lost", "duplicates", "refused", "retries", "seconds")

@@ -22,7 +22,7 @@ from syncs.models import BatchStatus, LinkStatus, RecordError, RecordLink, RunSt
 from syncs.services import sync_run_queue
 from syncs.tasks import reap_runs, run_sync
 from tests.faults.test_kill_nine import TARGET
-from tests.syncs.test_real_systems import admin, table
+from tests.syncs.helpers import admin, table
 
 RECORDS, BATCH_SIZE, DROPPED_AT = 300, 100, 2
 STALE_SECONDS = 1

@@ -34,7 +34,7 @@ from syncs.models import BatchStatus, LinkStatus, RecordError, RecordLink, RunSt
 from syncs.services import sync_run_queue
 from syncs.tasks import reap_runs
 from tests.syncs.conftest import qcluster_kill
-from tests.syncs.test_real_systems import admin, table
+from tests.syncs.helpers import admin, table
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker, pytest.mark.django_db(transaction=True),
               pytest.mark.usefixtures("real_queue")]

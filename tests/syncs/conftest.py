@@ -6,16 +6,20 @@ Tests that use them need `django_db(transaction=True)` (the workers must see com
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import connection
+from psycopg import sql
 
 from syncs.models import SyncRun
+from tests.syncs.helpers import HOST, PORT, admin
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,3 +103,40 @@ def wait_for_finish(run_ids, timeout=90):
             return runs
         time.sleep(0.3)
     raise AssertionError(f"runs {run_ids} did not finish: {[(r.pk, r.status) for r in runs]}")
+
+
+# A shop's customers and a CRM's contacts as real tables, in a fresh database per test (the `database` fixture).
+PG_TABLES = """
+CREATE TABLE shop_customers (
+    id serial PRIMARY KEY,
+    email text NOT NULL,
+    first_name text,
+    last_name text,
+    phone text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE crm_contacts (
+    id serial PRIMARY KEY,
+    email text NOT NULL UNIQUE,
+    first_name varchar(40),
+    last_name varchar(20) NOT NULL,
+    phone text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+@pytest.fixture
+def database():
+    try:
+        server = admin()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"No PostgreSQL server at {HOST}:{PORT}: {exc}")
+    name = f"resync_e2e_{secrets.token_hex(4)}"
+    with server:
+        server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with admin(name) as db:
+        db.execute(PG_TABLES)
+    yield name
+    with admin() as server:
+        server.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -1,6 +1,9 @@
-"""Small helpers the engine tests share: run a mapping in-process and look at both sandbox sides."""
+"""Small helpers the engine tests share: run a mapping in-process, look at both sandbox sides, and reach the local
+PostgreSQL server where real tables stand in for a customer's systems."""
 
-from integrations.models import SandboxRecord
+import psycopg
+
+from integrations.models import Connection, SandboxRecord
 from syncs.engine import sync_run_execute
 from syncs.models import ErrorLevel, RecordError, SyncRun
 from syncs.services import sync_run_queue
@@ -35,3 +38,20 @@ def set_faults(connection, **faults):
 
 def record_errors(**filters):
     return RecordError.objects.filter(level=ErrorLevel.RECORD, **filters)
+
+
+# --- real PostgreSQL tables on the local server ------------------------------------------------------------------
+
+HOST, PORT = "127.0.0.1", 5432
+
+
+def admin(dbname="postgres"):
+    return psycopg.connect(host=HOST, port=PORT, user="postgres", dbname=dbname, autocommit=True, connect_timeout=3)
+
+
+def table(org, database, name, **config):
+    connection = Connection(organization=org, name=name, provider="postgres_table", config={
+        "host": HOST, "port": PORT, "database": database, "user": "postgres", "sslmode": "disable", **config})
+    connection.credentials = {"password": "not-needed-on-trust"}
+    connection.save()
+    return connection

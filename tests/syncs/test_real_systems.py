@@ -6,67 +6,25 @@ after the service stored a batch (which must not create anything twice), and rec
 act on.
 """
 
-import secrets
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from connector_service.reference import Fault, serve
 from integrations.models import Connection
 from mappings.models import FieldMapping, Mapping
 from syncs.models import ErrorLevel, LinkStatus, RecordError, RecordLink, RunStatus
-from tests.syncs.helpers import run_mapping
+from tests.syncs.helpers import admin, run_mapping, table
 
 pytestmark = pytest.mark.django_db
 
-HOST, PORT = "127.0.0.1", 5432
 SECRET = "whsec_" + "cmVzeW5jLWVuZC10by1lbmQtdGVzdC1zZWNyZXQ="  # base64 of 30 bytes
 
-SCHEMA = """
-CREATE TABLE shop_customers (
-    id serial PRIMARY KEY,
-    email text NOT NULL,
-    first_name text,
-    last_name text,
-    phone text,
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE crm_contacts (
-    id serial PRIMARY KEY,
-    email text NOT NULL UNIQUE,
-    first_name varchar(40),
-    last_name varchar(20) NOT NULL,
-    phone text,
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-"""
 SERVICE_OBJECTS = {"contacts": {"label": "Contacts", "fields": [
     {"name": "email", "type": "email", "required": True, "unique": True},
     {"name": "first_name", "type": "string", "maxLength": 40},
     {"name": "last_name", "type": "string", "required": True, "maxLength": 40},
     {"name": "phone", "type": "phone"},
 ]}}
-
-
-def admin(dbname="postgres"):
-    return psycopg.connect(host=HOST, port=PORT, user="postgres", dbname=dbname, autocommit=True, connect_timeout=3)
-
-
-@pytest.fixture
-def database():
-    try:
-        server = admin()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"No PostgreSQL server at {HOST}:{PORT}: {exc}")
-    name = f"resync_e2e_{secrets.token_hex(4)}"
-    with server:
-        server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with admin(name) as db:
-        db.execute(SCHEMA)
-    yield name
-    with admin() as server:
-        server.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -80,14 +38,6 @@ def service():
 def _loopback(settings):
     settings.RESYNC_ALLOW_PRIVATE_URLS = True  # the servers are on this machine
     settings.RESYNC_HTTP_TIMEOUT = 1  # the service's slow answer outlasts it
-
-
-def table(org, database, name, **config):
-    connection = Connection(organization=org, name=name, provider="postgres_table", config={
-        "host": HOST, "port": PORT, "database": database, "user": "postgres", "sslmode": "disable", **config})
-    connection.credentials = {"password": "not-needed-on-trust"}
-    connection.save()
-    return connection
 
 
 def mapping(org, name, source, source_object, target, target_object, fields, **options):
