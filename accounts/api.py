@@ -4,6 +4,7 @@ caller's organization, idempotency keys, and the token resource. Authentication 
 import hashlib
 import json
 
+import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
@@ -43,6 +44,23 @@ class TenantViewSetMixin:
         super().__init_subclass__(**kwargs)
         if "get_queryset" in cls.__dict__:
             raise TypeError(f"{cls.__name__} overrides get_queryset; override scope_queryset instead")
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # A parameter given twice where one value is read would silently use the last: refused instead, as the
+        # schema says (only the filters that take several values are lists there).
+        repeated = sorted(name for name in request.query_params
+                          if len(request.query_params.getlist(name)) > 1 and name not in self.list_parameters())
+        if repeated:
+            raise exceptions.ValidationError({name: ["Give this parameter once."] for name in repeated})
+
+    def list_parameters(self):
+        """The query parameters that take several values: the filterset's multiple-choice filters."""
+        filterset_class = getattr(self, "filterset_class", None)
+        if filterset_class is None:
+            return set()
+        return {name for name, filter_ in filterset_class.base_filters.items()
+                if isinstance(filter_, django_filters.MultipleChoiceFilter)}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):

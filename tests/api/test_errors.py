@@ -560,3 +560,10 @@ def test_a_group_with_nothing_left_to_retry_answers_409(api, down_mapping):
         api.post(f"/api/v1/errors/{other.code}/resolve/")
 
     assert_problem(api.post(f"/api/v1/error-groups/{error.fingerprint}/retry/"), 409, "nothing_to_retry")
+
+
+def test_a_parameter_given_twice_where_one_value_is_read_is_refused(api):
+    # Silently reading the last of two would answer another question than the caller asked.
+    problem = assert_problem(api.get("/api/v1/errors/?search=a&search=b"), 400)
+    assert problem["errors"] == {"search": ["Give this parameter once."]}
+    assert api.get("/api/v1/errors/?category=validation&category=connection").status_code == 200  # a list filter

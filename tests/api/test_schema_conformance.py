@@ -100,7 +100,9 @@ def test_every_operation_agrees_with_its_schema(case, world_token):
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=HEALTH)
+# Derandomized too: CI must not fail on an example no one has seen before. To explore further, run it with
+# `--hypothesis-seed=<n>` (random examples); a disagreement found that way is fixed, then kept here as a test.
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=HEALTH)
 def test_every_operation_agrees_with_its_schema_exhaustively(case, world_token):
     check_operation(case, world_token)
 
