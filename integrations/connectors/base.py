@@ -163,6 +163,7 @@ def webhook_secret_key(secret):
 # Standard Webhooks asks for signing secrets of 24 to 64 random bytes; a shorter one can be guessed offline
 # from a single signed delivery.
 MIN_WEBHOOK_SECRET_BYTES = 24
+MAX_WEBHOOK_SECRET_BYTES = 64
 
 
 def webhook_secret_check(secret):
@@ -170,9 +171,14 @@ def webhook_secret_check(secret):
     Raises ValueError saying what is wrong, never quoting the secret. Stored secrets are only decoded
     (webhook_secret_key): a rule made stricter later must not stop verifying deliveries."""
     key = webhook_secret_key(secret)
+    if secret.startswith(WEBHOOK_SECRET_PREFIX) and len(key) > MAX_WEBHOOK_SECRET_BYTES:
+        # Only Resync's own format is held to the maximum: a vendor's plain secret is whatever the vendor issues.
+        raise ValueError(f"A \"whsec_\" secret decodes to at most {MAX_WEBHOOK_SECRET_BYTES} bytes "
+                         f"(this one has {len(key)})")
     if len(key) < MIN_WEBHOOK_SECRET_BYTES:
         raise ValueError(
-            f"A webhook secret needs at least {MIN_WEBHOOK_SECRET_BYTES} bytes of key (this one has {len(key)}): "
+            f"A webhook secret needs {MIN_WEBHOOK_SECRET_BYTES} to {MAX_WEBHOOK_SECRET_BYTES} bytes of key (this one "
+            f"has {len(key)}; a vendor's own secret may be longer): "
             "paste the vendor's whole secret, or omit it and Resync generates one (\"whsec_\" + base64)")
     return key
 

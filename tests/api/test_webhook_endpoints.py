@@ -169,6 +169,7 @@ DROP = object()
     ({"secret": "x"}, "secret"),  # a one-character secret could be guessed from one signed delivery
     ({"secret": "twenty-three-characters"}, "secret"),
     ({"secret": "whsec_" + base64.b64encode(b"23 bytes are not enough").decode()}, "secret"),
+    ({"secret": "whsec_" + base64.b64encode(b"k" * 65).decode()}, "secret"),  # Standard Webhooks: at most 64
 ])
 def test_bad_input_is_a_400_naming_the_field(api, make_connection, payload, field):
     body = {"name": "Events", "connection": str(make_connection().code), **payload}
