@@ -15,13 +15,30 @@ def record_resync(*, mapping, source_record_ids, force=False):
     })
 
 
-def records_resync_unsynced(*, organization, mapping=None, target_connection=None):
-    """Re-sync every record not synced to a target, one run per mapping. Returns the runs."""
-    links = RecordLink.objects.for_org(organization).filter(status__in=(LinkStatus.FAILED, LinkStatus.PENDING))
+UNSYNCED_STATUSES = (LinkStatus.FAILED, LinkStatus.PENDING)
+
+
+def unsynced_links(*, organization, mapping=None, target_connection=None):
+    """The links of records not synced to their target (failed or pending): what "re-sync all unsynced" takes,
+    and what its confirmation counts."""
+    links = RecordLink.objects.for_org(organization).filter(status__in=UNSYNCED_STATUSES)
     if mapping is not None:
         links = links.filter(mapping=mapping)
     if target_connection is not None:
         links = links.filter(mapping__target_connection=target_connection)
+    return links
+
+
+def unsynced_counts(*, organization, mapping=None, target_connection=None):
+    """Per mapping, how many records a re-sync of the unsynced would take (its confirmation's figures)."""
+    links = unsynced_links(organization=organization, mapping=mapping, target_connection=target_connection)
+    return list(links.values("mapping__name", "mapping__target_connection__name").annotate(records=Count("pk"))
+                .order_by("mapping__name"))
+
+
+def records_resync_unsynced(*, organization, mapping=None, target_connection=None):
+    """Re-sync every record not synced to a target, one run per mapping. Returns the runs."""
+    links = unsynced_links(organization=organization, mapping=mapping, target_connection=target_connection)
     by_mapping = {}
     for mapping_id, source_id in links.values_list("mapping_id", "source_record_id"):
         by_mapping.setdefault(mapping_id, []).append(source_id)

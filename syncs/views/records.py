@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.http import Http404, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -26,11 +26,16 @@ from integrations.models import Connection
 from mappings.models import Mapping
 from syncs.models import ErrorStatus, LinkStatus, RecordLink, SyncRun
 from syncs.record_forms import RecordStatusFilters, ResyncRowForm, ResyncUnsyncedForm
-from syncs.record_status import record_resync, records_resync_unsynced, sync_status_counts
+from syncs.record_status import (
+    UNSYNCED_STATUSES,
+    record_resync,
+    records_resync_unsynced,
+    sync_status_counts,
+    unsynced_counts,
+)
 from syncs.views.paging import cursor_decode, cursor_encode
 
 ROWS_PER_PAGE = 50
-UNSYNCED = (LinkStatus.FAILED, LinkStatus.PENDING)
 # A link's error worth opening from its cell: the record's failure, while it is not closed.
 OPEN_ERROR_STATUSES = (ErrorStatus.OPEN, ErrorStatus.RETRY_SCHEDULED, ErrorStatus.RETRYING, ErrorStatus.IN_REVIEW,
                        ErrorStatus.EXHAUSTED)
@@ -118,7 +123,7 @@ def status_table(organization, keys):
         group["rows"].append({
             "record_id": record_id, "cells": cells,
             "mappings": [str(mapping.code) for mapping, cell in zip(group["columns"], cells, strict=True) if cell],
-            "unsynced": any(cell and cell["link"].status in UNSYNCED for cell in cells),
+            "unsynced": any(cell and cell["link"].status in UNSYNCED_STATUSES for cell in cells),
         })
     return list(groups.values())
 
@@ -213,17 +218,6 @@ def record_resync_view(request):
     return redirect(_back(request))
 
 
-def _unsynced_counts(organization, scope):
-    """Per mapping of the scope, how many records are unsynced (failed or pending): what the re-sync takes."""
-    links = RecordLink.objects.for_org(organization).filter(status__in=UNSYNCED)
-    if scope.get("mapping") is not None:
-        links = links.filter(mapping=scope["mapping"])
-    if scope.get("target_connection") is not None:
-        links = links.filter(mapping__target_connection=scope["target_connection"])
-    return list(links.values("mapping__name", "mapping__target_connection__name").annotate(records=Count("pk"))
-                .order_by("mapping__name"))
-
-
 @org_required
 def records_resync_unsynced_view(request):
     """GET: confirm, with how many records of which mappings. POST: re-sync them, one run per mapping."""
@@ -236,7 +230,7 @@ def records_resync_unsynced_view(request):
         raise Http404("No such mapping or target.")
     scope = form.cleaned_data
     if request.method == "GET":
-        per_mapping = _unsynced_counts(request.org, scope)
+        per_mapping = unsynced_counts(organization=request.org, **scope)
         chosen = {name: value for name, value in data.items() if name in scope and value}
         back = _safe_back(request, data.get("back", "")) or f"{reverse('record_status')}?{_urlencode(chosen)}"
         return render(request, "syncs/record_status_confirm.html", {
