@@ -133,3 +133,29 @@ def _links_ignored(closed):
             continue
         RecordLink.objects.filter(mapping_id=mapping_id, status=LinkStatus.FAILED,
                                   **{f"{column}__in": record_ids}).update(status=LinkStatus.IGNORED)
+
+
+def error_editable(error):
+    """Whether a person may still correct and retry this error (not closed, not being retried now)."""
+    return error.status in UNRESOLVED_ERROR_STATUSES and error.status != ErrorStatus.RETRYING
+
+
+def error_retry_outcome(error, run=None):
+    """How the record's last retry went, as the item's page says it: retrying, synced, still failing (with the
+    newer error that says why), ignored, or None while nothing was retried."""
+    if error.status == ErrorStatus.RETRYING or (
+        run is not None and not run.is_finished and error.status in UNRESOLVED_ERROR_STATUSES
+    ):
+        return {"state": "retrying", "run": run}
+    if error.status == ErrorStatus.IGNORED:
+        return {"state": "ignored", "run": run}
+    if error.status != ErrorStatus.RESOLVED:
+        return {"state": "not_retried", "run": run} if run is not None else None
+    if error.resolution != Resolution.SUPERSEDED:
+        return {"state": "synced", "run": run}
+    # The record failed again: the newer error of the same record carries the reason and the correction.
+    newer = (RecordError.objects.for_org(error.organization)
+             .filter(mapping_id=error.mapping_id, direction=error.direction, level=ErrorLevel.RECORD,
+                     source_record_id=error.source_record_id, pk__gt=error.pk)
+             .select_related("run").order_by("-pk").first())
+    return {"state": "failing", "run": run or (newer.run if newer else None), "newer": newer}

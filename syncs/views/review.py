@@ -18,22 +18,18 @@ from integrations.services import connection_schema
 from mappings.models import ErrorStrategy, Mapping
 from syncs.forms import IgnoreForm
 from syncs.models import (
-    UNRESOLVED_ERROR_STATUSES,
     ErrorLevel,
     ErrorStatus,
     RecordError,
-    Resolution,
-    RunStatus,
     SyncRun,
 )
-from syncs.review import error_edit_and_retry, error_ignore, review_queue
+from syncs.review import error_edit_and_retry, error_editable, error_ignore, error_retry_outcome, review_queue
 from syncs.review_forms import CorrectionForm, RetryOptionsForm, ReviewQueueFilters
 from syncs.views.errors import snapshot_rows
 from syncs.views.paging import PAGE_SIZE, count_up_to, keyset_page
 
 # How often an item's page asks how its retry went, while the retry is under way.
 POLL_SECONDS = 2
-ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 QUEUE_PAGE_SIZE = PAGE_SIZE
 
 
@@ -102,31 +98,6 @@ def _correction_form(error, schema, data=None):
     return CorrectionForm(data, payload=payload, schema=schema, mapped_fields=mapped)
 
 
-def editable(error):
-    return error.status in UNRESOLVED_ERROR_STATUSES and error.status != ErrorStatus.RETRYING
-
-
-def retry_outcome(error, run=None):
-    """How the record's last retry went, as the item's page says it: retrying, synced, still failing (with the
-    newer error that says why), ignored, or None while nothing was retried."""
-    if error.status == ErrorStatus.RETRYING or (
-        run is not None and run.status in ACTIVE_RUN_STATUSES and error.status in UNRESOLVED_ERROR_STATUSES
-    ):
-        return {"state": "retrying", "run": run}
-    if error.status == ErrorStatus.IGNORED:
-        return {"state": "ignored", "run": run}
-    if error.status != ErrorStatus.RESOLVED:
-        return {"state": "not_retried", "run": run} if run is not None else None
-    if error.resolution != Resolution.SUPERSEDED:
-        return {"state": "synced", "run": run}
-    # The record failed again: the newer error of the same record carries the reason and the correction.
-    newer = (RecordError.objects.for_org(error.organization)
-             .filter(mapping_id=error.mapping_id, direction=error.direction, level=ErrorLevel.RECORD,
-                     source_record_id=error.source_record_id, pk__gt=error.pk)
-             .select_related("run").order_by("-pk").first())
-    return {"state": "failing", "run": run or (newer.run if newer else None), "newer": newer}
-
-
 def _run_of(request, error):
     """The retry run the item's page follows (?run=, set when Save and retry queued it), if it is the org's."""
     code = request.GET.get("run", "")
@@ -139,11 +110,11 @@ def _run_of(request, error):
 
 
 def _item_context(request, error, *, form=None, options=None, ignore_form=None, schema=None, schema_problem=""):
-    if form is None and editable(error):
+    if form is None and error_editable(error):
         schema, schema_problem = _schema(error)
         form = _correction_form(error, schema)
     run = _run_of(request, error)
-    outcome = retry_outcome(error, run)
+    outcome = error_retry_outcome(error, run)
     return {
         "error": error,
         "far_connection": far_side(error)[0],
@@ -151,7 +122,7 @@ def _item_context(request, error, *, form=None, options=None, ignore_form=None, 
         "options": options or RetryOptionsForm(),
         "ignore_form": ignore_form or IgnoreForm(),
         "schema_problem": schema_problem,
-        "editable": editable(error),
+        "editable": error_editable(error),
         "in_review": error.status == ErrorStatus.IN_REVIEW,
         "source_rows": snapshot_rows(error.snapshot_before, None) if error.snapshot_before else [],
         "outcome": outcome,
@@ -166,7 +137,7 @@ def review_error(request, code):
     error = _get_error(request, code)
     if request.method != "POST":
         return render(request, "syncs/review_item.html", _item_context(request, error))
-    if not editable(error):
+    if not error_editable(error):
         messages.error(request, "This record is no longer waiting for a correction: see how it went below.")
         return redirect("review_error", code=error.code)
     schema, schema_problem = _schema(error)
@@ -201,7 +172,7 @@ def _retried(request, error, summary):
 def review_error_outcome(request, code):
     """The item's retry outcome (htmx partial), asked again every POLL_SECONDS while the retry is under way."""
     error = _get_error(request, code)
-    outcome = retry_outcome(error, _run_of(request, error))
+    outcome = error_retry_outcome(error, _run_of(request, error))
     return render(request, "syncs/partials/review_outcome.html", {
         "error": error, "outcome": outcome, "poll": outcome is not None and outcome["state"] == "retrying",
         "poll_seconds": POLL_SECONDS,
